@@ -1,0 +1,3 @@
+from seg2med_core.cli import main
+
+raise SystemExit(main())
