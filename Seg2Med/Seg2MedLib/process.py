@@ -1,0 +1,230 @@
+"""Plain-Python runner for the seg2med CLI (no Qt): start a subprocess, poll its JSON-line events, cancel it.
+
+The Slicer widget drives :class:`ProcessRunner` from a ``qt.QTimer`` (see ``Seg2MedLib.qtadapter``); the batch
+script and the tests drive it from a plain loop. Reading happens on a background thread so ``poll()`` never
+blocks the GUI; events are handed over through a queue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+ERROR_PREFIX = "seg2med: error:"
+
+
+class RunState(str, Enum):
+    """Life cycle of one run; ``FAILED`` and ``CANCELLED`` carry a message in ``ProcessRunner.error``."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One event of the CLI: ``progress``, ``log``, ``done``, ``error``, ``metric`` or any future kind."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        return str(self.data.get("message", ""))
+
+
+def parse_line(line: str) -> RunEvent:
+    """Turn one stdout line into an event; a line that is not a JSON object becomes a ``log`` event.
+
+    Unknown event kinds are kept as they are so that newer CLIs (e.g. ``metric`` from training) never break
+    an older front-end.
+    """
+    text = line.rstrip("\r\n")
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("event"), str):
+            data = {k: v for k, v in obj.items() if k != "event"}
+            return RunEvent(obj["event"], data)
+    return RunEvent("log", {"message": text})
+
+
+def error_from_stderr(stderr_text: str) -> str | None:
+    """The one-line ``seg2med: error: ...`` message from the CLI's stderr, or ``None`` when there is none."""
+    for line in reversed(stderr_text.splitlines()):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):].strip()
+    return None
+
+
+class ProcessRunner:
+    """Run one command; ``poll()`` returns new events and updates ``state``, ``progress`` and ``result``.
+
+    ``on_event`` (optional) is called for every event from inside ``poll()`` (i.e. on the caller's thread, which
+    is the GUI thread in Slicer).
+    """
+
+    def __init__(self, on_event: Callable[[RunEvent], None] | None = None, stderr_lines_kept: int = 200) -> None:
+        self.on_event = on_event
+        self._stderr_kept = stderr_lines_kept
+        self._reset()
+
+    def _reset(self) -> None:
+        """Clear everything about the previous run (a runner is reusable)."""
+        self.state = RunState.IDLE
+        self.error: str | None = None
+        self.result: dict[str, Any] | None = None
+        self.progress: tuple[int, int, str] = (0, 0, "")
+        self.returncode: int | None = None
+        self.command: list[str] = []
+        self._process: subprocess.Popen[str] | None = None
+        self._queue: queue.Queue[RunEvent] = queue.Queue()
+        self._stderr: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._cancel_requested = False
+        self._error_event: str | None = None
+
+    # -- control -----------------------------------------------------------------------------------------
+    def start(self, command: Sequence[str], env: Mapping[str, str] | None = None, cwd: str | None = None) -> None:
+        """Start ``command`` (a list, never a shell string). Raises ValueError when a run is still going."""
+        if self.state == RunState.RUNNING:
+            raise ValueError(f"a process is already running: {' '.join(self.command)}")
+        if not command:
+            raise ValueError("empty command")
+        self._reset()
+        self.command = [str(c) for c in command]
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        flags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0  # type: ignore[attr-defined]
+        try:
+            self._process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                text=True, encoding="utf-8", errors="replace", bufsize=1, env=full_env, cwd=cwd,
+                creationflags=flags,
+            )
+        except OSError as exc:
+            raise ValueError(f"cannot start {self.command[0]!r}: {exc}") from exc
+        self.state = RunState.RUNNING
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._read_stdout, args=(self._process.stdout,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(self._process.stderr,), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def cancel(self, grace_s: float = 5.0) -> None:
+        """Ask the process to stop (terminate, then kill after ``grace_s``); ``poll()`` reports CANCELLED."""
+        if self._process is None or self.state != RunState.RUNNING:
+            return
+        self._cancel_requested = True
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    @property
+    def running(self) -> bool:
+        return self.state == RunState.RUNNING
+
+    # -- polling -----------------------------------------------------------------------------------------
+    def poll(self) -> list[RunEvent]:
+        """Return the events that arrived since the last call; finishes the run when the process has ended."""
+        events = self._drain()
+        if self.state == RunState.RUNNING and self._process is not None and self._process.poll() is not None:
+            for t in self._threads:
+                t.join(timeout=5.0)
+            events += self._drain()
+            self._finish(self._process.returncode)
+        return events
+
+    def wait(self, timeout_s: float | None = None, interval_s: float = 0.05) -> list[RunEvent]:
+        """Block until the run ends (for scripts and tests); returns all events. Cancels on timeout."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        events: list[RunEvent] = []
+        while True:
+            events += self.poll()
+            if self.state != RunState.RUNNING:
+                return events
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                events += self.poll()
+                self.error = f"timed out after {timeout_s} s: {' '.join(self.command)}"
+                return events
+            time.sleep(interval_s)
+
+    @property
+    def stderr_text(self) -> str:
+        return "\n".join(self._stderr)
+
+    # -- internals ---------------------------------------------------------------------------------------
+    def _drain(self) -> list[RunEvent]:
+        events: list[RunEvent] = []
+        while True:
+            try:
+                event = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(event)
+            events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+        return events
+
+    def _apply(self, event: RunEvent) -> None:
+        if event.kind == "progress":
+            self.progress = (int(event.data.get("done", 0)), int(event.data.get("total", 0)), event.message)
+        elif event.kind == "done":
+            self.result = dict(event.data)
+        elif event.kind == "error":
+            self._error_event = event.message
+
+    def _finish(self, returncode: int) -> None:
+        self.returncode = returncode
+        if self._cancel_requested:
+            self.state, self.error = RunState.CANCELLED, "cancelled by the user"
+        elif returncode == 0:
+            self.state = RunState.SUCCEEDED
+        else:
+            self.state = RunState.FAILED
+            self.error = (
+                self._error_event
+                or error_from_stderr(self.stderr_text)
+                or (self._stderr[-1] if self._stderr else f"{self.command[0]} exited with code {returncode}")
+            )
+
+    def _read_stdout(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            if line.strip():
+                self._queue.put(parse_line(line))
+        stream.close()
+
+    def _read_stderr(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            self._stderr.append(text)
+            del self._stderr[: -self._stderr_kept]
+            # tqdm bars and warnings are useful in the log, but carriage-return redraws are noise
+            self._queue.put(RunEvent("stderr", {"message": text.split("\r")[-1]}))
+        stream.close()
