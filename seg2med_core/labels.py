@@ -50,6 +50,8 @@ def _label_set(name: str) -> tuple[tuple[int, str], ...]:
     try:
         from totalsegmentator.map_to_binary import class_map
     except ImportError:
+        class_map = {}
+    if name not in class_map:  # package absent, or an older version without this set
         return tuple(sorted(_vendored()[name].items()))
     return tuple(sorted((int(k), str(v)) for k, v in class_map[name].items()))
 

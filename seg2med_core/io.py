@@ -1,0 +1,419 @@
+"""Reading images and segmentations (as TotalSegmentator and 3D Slicer write them) and atomic writing.
+
+Geometry always travels in ``SimpleITK.Image`` objects: spacing, origin and direction are kept exactly.
+Segmentations are read from
+
+* one multilabel NIfTI (class names from TotalSegmentator's CaretExtension XML header extension),
+* a folder of per-structure masks (``liver.nii.gz``, ...; overlaps: smaller structures win, see
+  ``tables.paint_by_volume``), or
+* a Slicer ``.seg.nrrd`` (slicerio; segment names are matched to class names, overlaps as for folders).
+
+Every problem with the input raises a one-line ``Seg2MedError`` naming the file and the offending value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import Seg2MedError
+from .labels import all_class_names, class_names_to_ids, guess_label_set, names_for
+from .tables import paint_by_volume
+
+MASK_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+_COMPOUND_SUFFIXES: tuple[str, ...] = (".seg.nrrd", ".nii.gz", ".tar.gz")
+_MAX_LABEL = np.iinfo(np.uint16).max
+
+
+@dataclass
+class Segmentation:
+    """A label map (UInt16 SimpleITK image), the ``{id: name}`` of its label set, and that set's name."""
+
+    image: sitk.Image
+    names: dict[int, str]
+    label_set: str
+
+    def array(self) -> np.ndarray:
+        """Label ids as a numpy array in (z, y, x) order (a copy)."""
+        return sitk.GetArrayFromImage(self.image)
+
+
+# --------------------------------------------------------------------------------------------------
+# Geometry helpers
+
+
+def describe_geometry(img: sitk.Image) -> str:
+    """Size, spacing, origin and direction of an image in one short line."""
+    fmt = lambda xs: "(" + ", ".join(f"{x:.6g}" for x in xs) + ")"  # noqa: E731
+    return (f"size={tuple(img.GetSize())} spacing={fmt(img.GetSpacing())} origin={fmt(img.GetOrigin())} "
+            f"direction={fmt(img.GetDirection())}")
+
+
+def check_same_geometry(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str, tol: float = 1e-4) -> None:
+    """Raise Seg2MedError (showing both geometries) unless ``a`` and ``b`` share the voxel grid.
+
+    Spacing and direction are compared with relative/absolute tolerance ``tol``; origins with ``tol`` times
+    the largest spacing (in mm), so float rounding in file headers does not count as a mismatch.
+    """
+    same = a.GetSize() == b.GetSize() and a.GetDimension() == b.GetDimension()
+    if same:
+        sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
+        same = bool(
+            np.allclose(sa, sb, rtol=tol, atol=0)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * max(sa.max(), 1.0))
+        )
+    if not same:
+        raise Seg2MedError(f"{name_a} and {name_b} have different geometry: {name_a} {describe_geometry(a)}; "
+                           f"{name_b} {describe_geometry(b)}")
+
+
+def _check_volume(img: sitk.Image, what: str, path: str | Path) -> None:
+    if img.GetDimension() != 3:
+        raise Seg2MedError(f"{what} '{path}' is {img.GetDimension()}D (size {tuple(img.GetSize())}); a 3D volume is needed")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise Seg2MedError(f"{what} '{path}' has {img.GetNumberOfComponentsPerPixel()} components per voxel; "
+                           "a scalar volume is needed")
+
+
+def _read_file(path: Path, what: str) -> sitk.Image:
+    if not path.exists():
+        raise Seg2MedError(f"{what} '{path}' does not exist")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "unknown reason")
+        raise Seg2MedError(f"{what} '{path}' cannot be read: {first[:200]}") from None
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise Seg2MedError(f"image folder '{folder}' contains no DICOM series")
+    if len(series) > 1:
+        raise Seg2MedError(f"image folder '{folder}' contains {len(series)} DICOM series ({', '.join(series[:3])}); "
+                           "pass a folder with one series")
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series[0]))
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise Seg2MedError(f"DICOM series in '{folder}' cannot be read: {str(exc).strip().splitlines()[0][:200]}") from None
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA, ... or a DICOM folder); errors for 2D/4D input and NaN/inf."""
+    p = Path(path)
+    img = _read_dicom_folder(p) if p.is_dir() else _read_file(p, "image")
+    _check_volume(img, "image", p)
+    if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(img))))
+        if not bad and p.name.endswith((".nii", ".nii.gz")):
+            bad = _nifti_nonfinite(p)
+        if bad:
+            raise Seg2MedError(f"image '{path}' has {bad} NaN/infinite voxel(s)")
+    return img
+
+
+def _nifti_nonfinite(path: Path) -> int:
+    """Count NaN/inf voxels of a float NIfTI with nibabel: ITK's NIfTI reader silently turns NaN into 0."""
+    import nibabel as nib
+
+    nimg = nib.load(str(path))
+    if not np.issubdtype(nimg.get_data_dtype(), np.floating):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(np.asanyarray(nimg.dataobj))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentations
+
+
+def nifti_label_names(path: str | Path) -> dict[int, str] | None:
+    """Class names from TotalSegmentator's CaretExtension XML in a NIfTI header, or None when absent."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise Seg2MedError(f"segmentation '{path}' cannot be read by nibabel: {exc}") from None
+    for ext in getattr(header, "extensions", []):
+        content = ext.get_content()
+        if isinstance(content, bytes) and b"CaretExtension" in content:
+            try:
+                root = ET.fromstring(content.decode("utf-8", errors="replace").strip())
+            except ET.ParseError as exc:
+                raise Seg2MedError(f"segmentation '{path}' has an unreadable label-name header extension: {exc}") from None
+            names = {int(lab.get("Key", "-1")): (lab.text or "").strip() for lab in root.iter("Label")}
+            return {k: v for k, v in names.items() if k > 0 and v}
+    return None
+
+
+def _integer_labels(arr: np.ndarray, path: str | Path) -> np.ndarray:
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise Seg2MedError(f"segmentation '{path}' has NaN/infinite labels")
+        frac = arr != np.round(arr)
+        if frac.any():
+            raise Seg2MedError(f"segmentation '{path}' has non-integer labels (e.g. {float(arr[frac][0]):g})")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise Seg2MedError(f"segmentation '{path}' has non-numeric voxel type {arr.dtype}")
+    lo, hi = arr.min(), arr.max()
+    if lo < 0 or hi > _MAX_LABEL:
+        raise Seg2MedError(f"segmentation '{path}' has label {lo if lo < 0 else hi} outside 0..{_MAX_LABEL}")
+    return arr.astype(np.uint16)
+
+
+def _few(xs: list) -> str:
+    return ", ".join(str(x) for x in xs[:8]) + (f" (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+
+
+def _multilabel(path: Path, label_set: str | None) -> Segmentation:
+    img = _read_file(path, "segmentation")
+    _check_volume(img, "segmentation", path)
+    arr = _integer_labels(sitk.GetArrayFromImage(img), path)
+    ids = {int(i) for i in np.unique(arr) if i != 0}
+    if not ids:
+        raise Seg2MedError(f"segmentation '{path}' is empty (no labelled voxel)")
+    file_names = nifti_label_names(path) if path.name.endswith((".nii", ".nii.gz")) else None
+    if label_set is None:
+        label_set = guess_label_set(ids, {i: n for i, n in (file_names or {}).items() if i in ids} or None)
+    names = names_for(label_set)
+    unknown = sorted(ids - set(names))
+    if unknown:
+        raise Seg2MedError(f"segmentation '{path}' has label ids not in label set '{label_set}': {_few(unknown)}")
+    if file_names:
+        clash = [f"{i}={file_names[i]!r} (set: {names[i]!r})" for i in sorted(ids) if i in file_names and file_names[i] != names[i]]
+        if clash:
+            raise Seg2MedError(f"segmentation '{path}' names differ from label set '{label_set}': {_few(clash)}")
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    return Segmentation(out, names, label_set)
+
+
+def _normalise_name(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip()).lower()
+
+
+def _strip_suffix(name: str) -> str:
+    for suffix in MASK_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _ids_for_names(names: list[str], label_set: str | None, source: str) -> tuple[str, dict[str, int]]:
+    if label_set is None:
+        label_set = guess_label_set(set(), {-(i + 1): n for i, n in enumerate(names)})
+    known = set(names_for(label_set).values())
+    unknown = sorted(n for n in names if n not in known)
+    if unknown:
+        raise Seg2MedError(f"{source} has structures not in label set '{label_set}': {_few(unknown)}")
+    return label_set, class_names_to_ids(names, label_set)
+
+
+def _mask_indices(arr: np.ndarray, what: str) -> np.ndarray:
+    values = np.unique(arr)
+    extra = [v for v in values.tolist() if v not in (0, 1)]
+    if extra:
+        raise Seg2MedError(f"{what} has values other than 0 and 1 (e.g. {extra[0]:g}); is it a multilabel map?")
+    return np.flatnonzero(arr)
+
+
+def _mask_folder(folder: Path, label_set: str | None) -> Segmentation:
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(MASK_SUFFIXES))
+    if not files:
+        raise Seg2MedError(f"segmentation folder '{folder}' contains no mask files ({', '.join(MASK_SUFFIXES)})")
+    names = [_strip_suffix(f.name) for f in files]
+    label_set, ids = _ids_for_names(names, label_set, f"segmentation folder '{folder}'")
+    ref: sitk.Image | None = None
+    flat: dict[str, np.ndarray] = {}
+    for f, name in zip(files, names):
+        img = _read_file(f, "mask")
+        _check_volume(img, "mask", f)
+        if ref is None:
+            ref = img
+        else:
+            check_same_geometry(ref, img, f"mask '{files[0].name}'", f"mask '{f.name}'")
+        flat[name] = _mask_indices(sitk.GetArrayViewFromImage(img), f"mask '{f}'")
+    assert ref is not None
+    if not any(len(v) for v in flat.values()):
+        raise Seg2MedError(f"segmentation folder '{folder}' is empty (all {len(files)} masks are empty)")
+    shape = tuple(reversed(ref.GetSize()))
+    out = sitk.GetImageFromArray(paint_by_volume(shape, flat, ids))
+    out.CopyInformation(ref)
+    return Segmentation(out, names_for(label_set), label_set)
+
+
+def _ijk_to_lps_geometry(ijk_to_lps: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    m = np.asarray(ijk_to_lps, dtype=float)
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    direction = m[:3, :3] / spacing
+    return tuple(spacing.tolist()), tuple(m[:3, 3].tolist()), tuple(direction.flatten().tolist())
+
+
+def _segment_class_name(segment: Mapping[str, object]) -> str:
+    """Class name of a Slicer segment: its name (``"Kidney left"`` -> ``kidney_left``), or its ID when only
+    the ID is a known class name (Slicer shows terminology names but may keep TotalSegmentator IDs)."""
+    known = set(all_class_names())
+    name = _normalise_name(str(segment.get("name") or segment.get("id") or ""))
+    seg_id = _normalise_name(str(segment.get("id") or ""))
+    return seg_id if name not in known and seg_id in known else name
+
+
+def _seg_nrrd(path: Path, label_set: str | None) -> Segmentation:
+    import slicerio
+
+    if not path.exists():
+        raise Seg2MedError(f"segmentation '{path}' does not exist")
+    try:
+        seg = slicerio.read_segmentation(str(path))
+    except Exception as exc:  # slicerio/pynrrd raise assorted errors for broken files
+        raise Seg2MedError(f"segmentation '{path}' cannot be read as a Slicer .seg.nrrd: {exc}") from None
+    segments = seg.get("segments") or []
+    if not segments:
+        raise Seg2MedError(f"segmentation '{path}' has no segments")
+    names = [_segment_class_name(s) for s in segments]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise Seg2MedError(f"segmentation '{path}' has several segments named {_few(dup)}")
+    label_set, ids = _ids_for_names(names, label_set, f"segmentation '{path}'")
+    flat = {n: np.flatnonzero(np.transpose(slicerio.segment_mask(seg, s), (2, 1, 0))) for n, s in zip(names, segments)}
+    if not any(len(v) for v in flat.values()):
+        raise Seg2MedError(f"segmentation '{path}' is empty (all {len(segments)} segments are empty)")
+    shape_ijk = seg["voxels"].shape[-3:]
+    out = sitk.GetImageFromArray(paint_by_volume(tuple(reversed(shape_ijk)), flat, ids))
+    spacing, origin, direction = _ijk_to_lps_geometry(seg["ijkToLPS"])
+    out.SetSpacing(spacing)
+    out.SetOrigin(origin)
+    out.SetDirection(direction)
+    return Segmentation(out, names_for(label_set), label_set)
+
+
+def read_segmentation(path: str | Path, label_set: str | None = None) -> Segmentation:
+    """Read a segmentation (multilabel file, folder of masks, or ``.seg.nrrd``) as a UInt16 label map.
+
+    ``label_set`` None: guessed from the header names / mask names / ids (``labels.guess_label_set``).
+    """
+    p = Path(path)
+    if p.is_dir():
+        return _mask_folder(p, label_set)
+    if p.name.endswith(".seg.nrrd"):
+        return _seg_nrrd(p, label_set)
+    return _multilabel(p, label_set)
+
+
+# --------------------------------------------------------------------------------------------------
+# Atomic writing
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    for suffix in _COMPOUND_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], suffix
+    stem, dot, ext = name.rpartition(".")
+    return (stem, "." + ext) if dot and stem else (name, "")
+
+
+def _temp_name(target: Path) -> Path:
+    stem, suffix = _split_suffix(target.name)
+    return target.with_name(f"{stem}.tmp-{secrets.token_hex(4)}{suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` (``name.tmp-XXXX.ext``) and move it into place on success.
+
+    The extension is kept so writers that choose a format by suffix work. On any exception the temporary
+    file is removed and ``path`` is left untouched. Missing parent folders are created.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_image(img: sitk.Image, path: str | Path) -> Path:
+    """Write ``img`` atomically (format from the suffix, compressed where the format allows)."""
+    try:
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(img, str(tmp), True)
+    except RuntimeError as exc:
+        raise Seg2MedError(f"cannot write image '{path}': {str(exc).strip().splitlines()[0][:200]}") from None
+    return Path(path)
+
+
+def caret_extension_xml(names: Mapping[int, str]) -> bytes:
+    """TotalSegmentator-compatible CaretExtension XML naming the labels (read by ``nifti_label_names``)."""
+    root = ET.Element("CaretExtension")
+    volume = ET.SubElement(root, "VolumeInformation", Index="0")
+    table = ET.SubElement(volume, "LabelTable")
+    for key, name in sorted(names.items()):
+        label = ET.SubElement(table, "Label", Key=str(key), Red="1", Green="1", Blue="1", Alpha="1")
+        label.text = name
+    ET.SubElement(volume, "VolumeType").text = "Label"
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8")
+
+
+def _present_names(seg: Segmentation) -> dict[int, str]:
+    ids = [int(i) for i in np.unique(sitk.GetArrayViewFromImage(seg.image)) if i != 0]
+    missing = [i for i in ids if i not in seg.names]
+    if missing:
+        raise Seg2MedError(f"segmentation has label ids without names in '{seg.label_set}': {_few(missing)}")
+    return {i: seg.names[i] for i in ids}
+
+
+def _write_seg_nrrd(seg: Segmentation, path: Path, present: Mapping[int, str]) -> None:
+    import slicerio
+
+    img = seg.image
+    m = np.eye(4)
+    m[:3, :3] = np.array(img.GetDirection()).reshape(3, 3) * np.array(img.GetSpacing())
+    m[:3, 3] = img.GetOrigin()
+    arr = np.transpose(sitk.GetArrayViewFromImage(img), (2, 1, 0))
+    out = slicerio.create_segmentation(arr.shape, m)
+    for i, name in present.items():
+        slicerio.add_segment(out, arr == i, {"id": name, "name": name})
+    with atomic_path(path) as tmp:
+        slicerio.write_segmentation(str(tmp), out)
+
+
+def write_segmentation(seg: Segmentation, path: str | Path) -> Path:
+    """Write a label map atomically: NIfTI with CaretExtension names, or a Slicer ``.seg.nrrd`` (slicerio)."""
+    import nibabel as nib
+
+    target = Path(path)
+    present = _present_names(seg)
+    img = sitk.Cast(seg.image, sitk.sitkUInt16)
+    if target.name.endswith(".seg.nrrd"):
+        _write_seg_nrrd(Segmentation(img, seg.names, seg.label_set), target, present)
+        return target
+    if not target.name.endswith((".nii", ".nii.gz")):
+        raise Seg2MedError(f"segmentation output '{path}' must end with .nii.gz, .nii or .seg.nrrd")
+    with atomic_path(target) as tmp:
+        plain = _temp_name(target)  # SimpleITK writes the geometry; nibabel adds the names
+        try:
+            sitk.WriteImage(img, str(plain), True)
+            nimg = nib.load(str(plain), mmap=False)
+            data = np.asarray(nimg.dataobj).astype(np.uint16)
+            header = nimg.header.copy()
+            header.extensions.append(nib.nifti1.Nifti1Extension(0, caret_extension_xml(present)))
+            nib.save(nib.Nifti1Image(data, nimg.affine, header=header), str(tmp))
+        finally:
+            plain.unlink(missing_ok=True)
+    return target

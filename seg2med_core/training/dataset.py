@@ -1,0 +1,437 @@
+"""Training data: find the cases, prepare their 2D slices once, cache them, and serve batches.
+
+Accepted layouts for ``--data``:
+
+* **CSV** file with columns ``image,segmentation`` and optionally ``tissue_segmentation``, ``split``
+  (``train``/``val``/``test``), ``dataset`` and ``case``. Relative paths are relative to the CSV's folder.
+* **Folder of case folders**: ``DATA/<case>/`` holding an image (``image``, ``ct``, ``mr`` or ``img``:
+  a volume file or a DICOM series folder) and a segmentation (``segmentation``, ``segmentations``, ``seg``
+  or ``labels``: multilabel file, folder of masks or ``.seg.nrrd``), optionally ``tissue`` /
+  ``tissue_segmentation`` / ``tissue_types``.
+* **Flat folder**: ``DATA/<case>_image.nii.gz`` + ``DATA/<case>_seg.nii.gz`` (same stems as above after
+  the underscore), optionally ``DATA/<case>_tissue.nii.gz``.
+* A folder whose sub-folders are themselves such folders: each sub-folder is a **dataset** (the name is
+  the ``dataset`` column of the results); otherwise the dataset is the data folder's name.
+
+Preparation per case (same chain as :func:`seg2med_core.pipeline.synthesize`): read image and
+segmentation (+ tissue types merged), check geometry, body contour from the image, prior from the
+segmentation inside the body, target normalised to [0, 1] and set to background outside the body,
+everything resampled with :class:`~seg2med_core.preprocess.SliceGrid` to axial slices of
+``image_size``² at ``spacing_xy`` mm. Slices with less than ``min_body_fraction`` body are dropped.
+The result is cached as uncompressed ``.npy`` files (memory-mapped when read) under a key hashing the
+files' paths, sizes and modification times and the settings, so the second run starts at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from seg2med_core.errors import Cancelled, Seg2MedError
+
+CACHE_VERSION = 1
+VOLUME_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+IMAGE_STEMS = ("image", "ct", "mr", "img")
+SEG_STEMS = ("segmentation", "segmentations", "seg", "labels")
+TISSUE_STEMS = ("tissue_segmentation", "tissue_types", "tissue")
+SPLITS = ("train", "val", "test")
+
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One training/evaluation case: where its files are and which split/dataset it belongs to."""
+
+    case_id: str
+    image: Path
+    segmentation: Path
+    tissue_segmentation: Path | None = None
+    split: str | None = None
+    dataset: str = ""
+
+
+@dataclass(frozen=True)
+class PrepSettings:
+    """Everything the prepared slices depend on besides the files (part of the cache key)."""
+
+    modality: str
+    sequence: str | None
+    label_set: str | None
+    spacing_xy: float
+    image_size: int
+    min_body_fraction: float
+    tissue_table: str | None = None
+
+
+@dataclass
+class PreparedCase:
+    """Model-space slices of one case: ``target``/``prior`` (n, H, W) in [0, 1], ``body`` (n, H, W) bool,
+    ``slice_index`` = canonical (LPS) axial index of each kept slice, of ``n_total`` slices in the volume."""
+
+    spec: CaseSpec
+    target: np.ndarray
+    prior: np.ndarray
+    body: np.ndarray
+    slice_index: np.ndarray
+    n_total: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.slice_index.shape[0])
+
+
+@dataclass
+class PreparedDataset:
+    cases: list[PreparedCase]
+    skipped: list[tuple[str, str]]
+
+    @property
+    def n_slices(self) -> int:
+        return sum(len(c) for c in self.cases)
+
+
+# ------------------------------------------------------------------------------------------ discovery
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_volume(path: Path) -> bool:
+    return path.is_file() and any(path.name.lower().endswith(s) for s in VOLUME_SUFFIXES)
+
+
+def _find(folder: Path, stems: Sequence[str]) -> Path | None:
+    """First file or folder in ``folder`` whose stem (lower-case) is one of ``stems``, in ``stems`` order."""
+    entries = {_stem(p).lower(): p for p in sorted(folder.iterdir()) if _is_volume(p) or p.is_dir()}
+    for stem in stems:
+        if stem in entries:
+            return entries[stem]
+    return None
+
+
+def _case_from_folder(folder: Path, dataset: str) -> CaseSpec | None:
+    image, seg = _find(folder, IMAGE_STEMS), _find(folder, SEG_STEMS)
+    if image is None or seg is None:
+        return None
+    return CaseSpec(folder.name, image, seg, _find(folder, TISSUE_STEMS), None, dataset)
+
+
+def _flat_cases(folder: Path, dataset: str) -> list[CaseSpec]:
+    groups: dict[str, dict[str, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if not _is_volume(path) or "_" not in _stem(path):
+            continue
+        case, _, role = _stem(path).rpartition("_")
+        for kind, stems in (("image", IMAGE_STEMS), ("seg", SEG_STEMS), ("tissue", TISSUE_STEMS)):
+            if role.lower() in stems:
+                groups.setdefault(case, {})[kind] = path
+    return [
+        CaseSpec(case, files["image"], files["seg"], files.get("tissue"), None, dataset)
+        for case, files in sorted(groups.items())
+        if "image" in files and "seg" in files
+    ]
+
+
+def _folder_cases(folder: Path, dataset: str) -> list[CaseSpec]:
+    cases = _flat_cases(folder, dataset)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        case = _case_from_folder(sub, dataset)
+        if case is not None:
+            cases.append(case)
+    return cases
+
+
+def discover_cases(data: str | os.PathLike[str]) -> list[CaseSpec]:
+    """Cases of a CSV file or data folder (layouts in the module docstring); raises if none is found."""
+    data = Path(data)
+    if not data.exists():
+        raise Seg2MedError(f"training data '{data}' does not exist")
+    if data.is_file():
+        if data.suffix.lower() != ".csv":
+            raise Seg2MedError(f"training data '{data}' must be a folder or a .csv file")
+        return read_case_csv(data)
+    cases = _folder_cases(data, data.name)
+    if not cases:
+        for sub in sorted(p for p in data.iterdir() if p.is_dir()):
+            cases.extend(_folder_cases(sub, sub.name))
+    if not cases:
+        raise Seg2MedError(
+            f"no cases found in '{data}': expected <case>/image.nii.gz + <case>/segmentation.nii.gz, "
+            "<case>_image.nii.gz + <case>_seg.nii.gz, or a CSV file"
+        )
+    ids = [(c.dataset, c.case_id) for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise Seg2MedError(f"case id(s) found twice in '{data}': {duplicates[:3]}")
+    return cases
+
+
+def read_case_csv(path: Path) -> list[CaseSpec]:
+    """Cases from a CSV with columns image, segmentation[, tissue_segmentation, split, dataset, case]."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in ("image", "segmentation") if c not in columns]
+        if missing:
+            raise Seg2MedError(f"CSV '{path}' lacks column(s) {missing} (has {columns})")
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    cases: list[CaseSpec] = []
+    for line, row in enumerate(rows, start=2):
+        split = row.get("split") or None
+        if split is not None and split not in SPLITS:
+            raise Seg2MedError(f"CSV '{path}' line {line}: split {split!r} must be one of {SPLITS}")
+        if not row["image"] or not row["segmentation"]:
+            raise Seg2MedError(f"CSV '{path}' line {line}: image and segmentation must not be empty")
+        image = _resolve(path.parent, row["image"])
+        tissue = _resolve(path.parent, row["tissue_segmentation"]) if row.get("tissue_segmentation") else None
+        case_id = row.get("case") or _stem(image).removesuffix("_image")
+        cases.append(
+            CaseSpec(case_id, image, _resolve(path.parent, row["segmentation"]), tissue, split, row.get("dataset") or path.stem)
+        )
+    if not cases:
+        raise Seg2MedError(f"CSV '{path}' lists no cases")
+    return cases
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+# ------------------------------------------------------------------------------------------ preparing
+def _file_signature(path: Path | None) -> list[Any]:
+    if path is None:
+        return []
+    path = Path(path).resolve()
+    if path.is_dir():
+        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(path.rglob("*")) if p.is_file()]
+    if not path.exists():
+        return [str(path), "missing"]
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def cache_key(spec: CaseSpec, settings: PrepSettings) -> str:
+    """Hash of the case files (path, size, mtime) and the settings: any change gives a new key."""
+    payload = {
+        "version": CACHE_VERSION,
+        "files": [_file_signature(spec.image), _file_signature(spec.segmentation), _file_signature(spec.tissue_segmentation)],
+        "table": _file_signature(Path(settings.tissue_table)) if settings.tissue_table else None,
+        "settings": settings.__dict__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def read_case_segmentation(spec: CaseSpec, label_set: str | None):
+    """The case's segmentation, with tissue types merged in (organs win) when given."""
+    import SimpleITK as sitk
+
+    from seg2med_core import io, labels
+
+    seg = io.read_segmentation(spec.segmentation, label_set=label_set)
+    if spec.tissue_segmentation is None:
+        return seg
+    tissue = io.read_segmentation(spec.tissue_segmentation, label_set=None)
+    io.check_same_geometry(seg.image, tissue.image, f"segmentation '{spec.segmentation}'", f"tissue segmentation '{spec.tissue_segmentation}'")
+    merged = labels.merge_segmentations(sitk.GetArrayFromImage(seg.image), sitk.GetArrayFromImage(tissue.image))
+    img = sitk.GetImageFromArray(merged.astype(np.uint16))
+    img.CopyInformation(seg.image)
+    return io.Segmentation(image=img, names=labels.names_for(seg.label_set), label_set=seg.label_set)
+
+
+def prepare_case(spec: CaseSpec, settings: PrepSettings) -> PreparedCase:
+    """Read one case and turn it into model-space slices (raises :class:`Seg2MedError` on bad input)."""
+    import SimpleITK as sitk
+
+    from seg2med_core import io
+    from seg2med_core.pipeline import normalise_image
+    from seg2med_core.preprocess import SliceGrid, body_mask_from_image
+    from seg2med_core.prior import normalise_prior, prior_image
+
+    image = io.read_image(spec.image)
+    seg = read_case_segmentation(spec, settings.label_set)
+    io.check_same_geometry(seg.image, image, f"segmentation '{spec.segmentation}'", f"image '{spec.image}'")
+    body = body_mask_from_image(image, settings.modality)
+    if not body.any():
+        raise Seg2MedError(f"image '{spec.image}' has no body contour (is it really {settings.modality.upper()}?)")
+    prior = prior_image(seg, settings.modality, sequence=settings.sequence, body=body, table_path=settings.tissue_table)
+    prior01 = normalise_prior(sitk.GetArrayFromImage(prior), settings.modality, settings.sequence).astype(np.float32)
+    target01 = np.where(body, normalise_image(image, settings.modality), 0.0).astype(np.float32)
+
+    grid = SliceGrid.from_image(image, spacing_xy=settings.spacing_xy, size=settings.image_size)
+    target = grid.forward_array(target01, interpolator="linear")
+    prior_stack = grid.forward_array(prior01, interpolator="linear")
+    body_stack = grid.forward_array(body.astype(np.float32), interpolator="nearest") > 0.5
+    fraction = body_stack.reshape(body_stack.shape[0], -1).mean(axis=1)
+    keep = np.flatnonzero(fraction >= settings.min_body_fraction)
+    info = {"label_set": seg.label_set, "spacing": list(image.GetSpacing()), "size": list(image.GetSize())}
+    return PreparedCase(
+        spec=spec,
+        target=np.clip(target[keep], 0, 1).astype(np.float16),
+        prior=np.clip(prior_stack[keep], 0, 1).astype(np.float16),
+        body=body_stack[keep],
+        slice_index=keep.astype(np.int32),
+        n_total=int(grid.n_slices),
+        info=info,
+    )
+
+
+_ARRAYS = ("target", "prior", "body", "slice_index")
+
+
+def _save_cached(folder: Path, case: PreparedCase) -> None:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        for name in _ARRAYS:
+            np.save(tmp / f"{name}.npy", getattr(case, name), allow_pickle=False)
+        (tmp / "case.json").write_text(json.dumps({"n_total": case.n_total, "info": case.info}))
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process (DDP rank) finished the same entry first
+            if not (folder / "case.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cached(folder: Path, spec: CaseSpec) -> PreparedCase | None:
+    if not (folder / "case.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "case.json").read_text())
+        arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in _ARRAYS}
+    except (OSError, ValueError):
+        return None
+    return PreparedCase(spec=spec, n_total=int(meta["n_total"]), info=meta.get("info", {}), **arrays)
+
+
+def default_cache_dir() -> Path:
+    from seg2med_core.registry import user_dir
+
+    return user_dir() / "cache" / "slices"
+
+
+def prepare_dataset(
+    cases: Sequence[CaseSpec],
+    settings: PrepSettings,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    log: Callable[[str], None] | None = None,
+) -> PreparedDataset:
+    """Prepare (or load from cache) every case; unreadable or mismatched cases are skipped and reported."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    prepared: list[PreparedCase] = []
+    skipped: list[tuple[str, str]] = []
+    for i, spec in enumerate(cases):
+        if cancel is not None and cancel():
+            raise Cancelled("data preparation cancelled")
+        if progress is not None:
+            progress(i, len(cases), "preparing slices")
+        folder = cache / cache_key(spec, settings)
+        case = _load_cached(folder, spec)
+        if case is None:
+            try:
+                case = prepare_case(spec, settings)
+            except (Seg2MedError, RuntimeError, OSError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                skipped.append((spec.case_id, reason))
+                if log is not None:
+                    log(f"skipped case '{spec.case_id}': {reason}")
+                continue
+            _save_cached(folder, case)
+            case = _load_cached(folder, spec) or case
+        if len(case) == 0:
+            reason = f"no slice has at least {settings.min_body_fraction:.1%} body"
+            skipped.append((spec.case_id, reason))
+            if log is not None:
+                log(f"skipped case '{spec.case_id}': {reason}")
+            continue
+        prepared.append(case)
+    if progress is not None:
+        progress(len(cases), len(cases), "preparing slices")
+    return PreparedDataset(prepared, skipped)
+
+
+# ------------------------------------------------------------------------------------------ splitting
+def holdout_block(n_total: int, fraction: float, position: float) -> tuple[int, int]:
+    """Contiguous ``[start, stop)`` block of ``fraction`` × ``n_total`` slices centred at ``position``."""
+    length = int(round(fraction * n_total))
+    if length <= 0:
+        return (0, 0)
+    start = int(round(position * n_total - length / 2))
+    start = min(max(start, 0), n_total - length)
+    return (start, start + length)
+
+
+@dataclass(frozen=True)
+class SliceRef:
+    """One slice: ``case`` index into the dataset's cases and ``row`` into that case's arrays."""
+
+    case: int
+    row: int
+
+
+@dataclass
+class Split:
+    train: list[SliceRef]
+    val: list[SliceRef]
+    holdout: dict[str, tuple[int, int]]
+
+
+def split_slices(data: PreparedDataset, fraction: float, position: float) -> Split:
+    """Training and validation slices: cases with split val/test are held out entirely (test cases are
+    not even validated on); in the rest a contiguous block of axial slices is held out when ``fraction`` > 0."""
+    train: list[SliceRef] = []
+    val: list[SliceRef] = []
+    holdout: dict[str, tuple[int, int]] = {}
+    for ci, case in enumerate(data.cases):
+        split = case.spec.split
+        if split == "test":
+            continue
+        if split == "val":
+            val.extend(SliceRef(ci, r) for r in range(len(case)))
+            continue
+        block = holdout_block(case.n_total, fraction, position)
+        if block[1] > block[0]:
+            holdout[case.spec.case_id] = block
+        for r, k in enumerate(np.asarray(case.slice_index)):
+            (val if block[0] <= k < block[1] else train).append(SliceRef(ci, r))
+    if not train:
+        raise Seg2MedError("no training slices left after the hold-out (check split column and holdout_fraction)")
+    return Split(train, val, holdout)
+
+
+class SliceBatcher:
+    """Stacks slices into ``(B, 1, H, W)`` float32 tensors of target and prior (in [0, 1])."""
+
+    def __init__(self, data: PreparedDataset, refs: Sequence[SliceRef]) -> None:
+        self.data = data
+        self.refs = list(refs)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def batch(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        target = np.stack([self.data.cases[self.refs[i].case].target[self.refs[i].row] for i in indices])
+        prior = np.stack([self.data.cases[self.refs[i].case].prior[self.refs[i].row] for i in indices])
+        return target[:, None].astype(np.float32), prior[:, None].astype(np.float32)
+
+    def body(self, indices: Sequence[int]) -> np.ndarray:
+        return np.stack([self.data.cases[self.refs[i].case].body[self.refs[i].row] for i in indices])

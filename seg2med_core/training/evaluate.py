@@ -1,0 +1,392 @@
+"""Evaluation of a model (or a baseline) on test cases, as in the paper's Sec. III–IV.
+
+For every case the synthetic volume is made in the case's own geometry (the same path as
+``seg2med synthesize``) and compared with the real image inside the body: SSIM, PSNR, MAE (HU for CT,
+model space [0, 1] for MR), HistCC and FSIM (when piq works) per case; FID over all slices per dataset
+and overall (when torch-fidelity and the Inception weights are available); Dice per organ by
+re-segmenting the synthetic CT with TotalSegmentator (when it and its weights are installed). Whatever
+cannot be computed is recorded as ``skipped: <reason>`` in ``eval.json`` and the tables, never silently.
+
+Outputs in ``EVAL_DIR``: ``per_case.csv``, ``summary.csv``, ``summary.md`` (paper Table II layout),
+``eval.json``, ``<metric>_cases.png`` / ``<metric>_box.png`` (Fig. 4), optional ``images/``, and with
+``compare`` also ``compare.csv`` / ``compare.md`` (Mann–Whitney U, Table III).
+
+``slices=(start, stop)`` restricts the evaluation to canonical (LPS) axial slices ``start..stop-1``
+(the index space of a training run's ``holdout_slices``); only those slices are synthesised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from seg2med_core.errors import Cancelled, Seg2MedError
+from seg2med_core.training import plots, stats
+from seg2med_core.training.baselines import Method
+from seg2med_core.training.dataset import CaseSpec, read_case_segmentation
+
+IMAGE_METRICS = ("ssim", "psnr", "mae", "histcc", "fsim")
+LogFn = Callable[[str], None]
+ProgressFn = Callable[[int, int, str], None]
+
+
+@dataclass
+class EvalOptions:
+    slices: tuple[int, int] | None = None
+    label_set: str | None = None
+    fid: bool = True
+    dice: bool = True
+    save_images: bool = True
+    dice_device: str = "gpu"
+
+
+@dataclass
+class EvalResult:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    summaries: list[stats.Summary]
+    notes: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    fid: dict[str, float] = field(default_factory=dict)
+
+
+def parse_slices(text: str | None) -> tuple[int, int] | None:
+    """``"START:STOP"`` (canonical axial indices, STOP exclusive) → tuple; None/"" → None."""
+    if not text:
+        return None
+    try:
+        start_s, stop_s = text.split(":")
+        start, stop = int(start_s), int(stop_s)
+    except ValueError:
+        raise Seg2MedError(f"--slices must look like START:STOP (e.g. 40:57), got {text!r}") from None
+    if start < 0 or stop <= start:
+        raise Seg2MedError(f"--slices {text!r} must have 0 <= START < STOP")
+    return (start, stop)
+
+
+# ------------------------------------------------------------------------------------------ per case
+def _reorientation(image: sitk.Image):
+    from seg2med_core.preprocess import SliceGrid
+
+    return SliceGrid.from_image(image, spacing_xy=None, size=1).reorientation
+
+
+def _metric_space_real(image: sitk.Image, modality: str) -> np.ndarray:
+    if modality == "ct":
+        return sitk.GetArrayFromImage(image).astype(np.float32)
+    from seg2med_core.pipeline import normalise_image
+
+    return normalise_image(image, "mr")
+
+
+def _to01(arr: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "ct":
+        from seg2med_core.preprocess import normalise_ct
+
+        return normalise_ct(arr)
+    return np.clip(arr, 0.0, 1.0).astype(np.float32)
+
+
+def evaluate_case(
+    spec: CaseSpec,
+    method: Method,
+    options: EvalOptions,
+    progress: ProgressFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], sitk.Image, Any]:
+    """Synthesise one case and compare it with its real image.
+
+    Returns (row of metrics, canonical evaluated arrays ``pred01``/``real01``/``body`` for FID, the
+    synthetic image in the case's geometry, the segmentation).
+    """
+    from seg2med_core import io
+    from seg2med_core.metrics import image_metrics
+    from seg2med_core.preprocess import body_mask_from_image
+
+    modality = method.modality
+    image = io.read_image(spec.image)
+    seg = read_case_segmentation(spec, options.label_set)
+    io.check_same_geometry(seg.image, image, f"segmentation '{spec.segmentation}'", f"image '{spec.image}'")
+    body = body_mask_from_image(image, modality)
+    reo = _reorientation(image)
+    body_can = reo.forward(body)
+    start, stop = options.slices if options.slices is not None else (0, body_can.shape[0])
+    if start >= body_can.shape[0]:
+        raise Seg2MedError(f"slices {start}:{stop} lie outside the volume of {body_can.shape[0]} axial slices")
+    stop = min(stop, body_can.shape[0])
+    restricted = np.zeros_like(body_can)
+    restricted[start:stop] = body_can[start:stop]
+    if not restricted.any():
+        raise Seg2MedError(f"no body in axial slices {start}:{stop}")
+    body_eval = np.ascontiguousarray(reo.inverse(restricted))
+
+    pred = method.predict(seg, image, body_eval, progress, cancel)
+    real = _metric_space_real(image, modality)
+    pred_c = reo.forward(pred)[start:stop]
+    real_c = reo.forward(real)[start:stop]
+    mask_c = restricted[start:stop]
+    data_range = 2000.0 if modality == "ct" else 1.0
+    m = image_metrics(pred_c, real_c, mask_c, modality, data_range)
+    row: dict[str, Any] = {
+        "case": spec.case_id,
+        "dataset": spec.dataset,
+        "method": method.name,
+        "slices": f"{start}:{stop}",
+        "n_slices": int(mask_c.reshape(mask_c.shape[0], -1).any(axis=1).sum()),
+    }
+    row.update({k: float(v) for k, v in m.items() if k in IMAGE_METRICS})
+    if "fsim_skipped" in m:
+        row["fsim_skipped"] = str(m["fsim_skipped"])
+    pred01 = np.where(mask_c, _to01(pred_c, modality), 0.0).astype(np.float32)
+    real01 = np.where(mask_c, _to01(real_c, modality), 0.0).astype(np.float32)
+    keep = mask_c.reshape(mask_c.shape[0], -1).any(axis=1)
+    out_img = sitk.GetImageFromArray(pred.astype(np.int16 if modality == "ct" else np.float32))
+    out_img.CopyInformation(image)
+    return row, {"pred01": pred01[keep], "real01": real01[keep]}, out_img, (seg, body_eval)
+
+
+# ------------------------------------------------------------------------------------------ FID / Dice
+def fid_unavailable_reason() -> str | None:
+    """None when torchmetrics' FID (torch-fidelity + Inception weights) can be built, else why not."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        FrechetInceptionDistance(feature=2048, normalize=True)
+    except Exception as exc:  # missing torch-fidelity, offline weight download, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"FID skipped: {text}"
+    return None
+
+
+def compute_fid(fake: Sequence[np.ndarray], real: Sequence[np.ndarray]) -> float:
+    """FID between two sets of [0, 1] slices (duplicated to 3 channels, as in the paper)."""
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=2048, normalize=True)
+    for images, is_real in ((real, True), (fake, False)):
+        for chunk in range(0, len(images), 32):
+            batch = torch.from_numpy(np.stack(images[chunk : chunk + 32]).astype(np.float32))[:, None].repeat(1, 3, 1, 1)
+            fid.update(batch, real=is_real)
+    return float(fid.compute())
+
+
+def dice_unavailable_reason(modality: str) -> str | None:
+    """None when TotalSegmentator can re-segment here (package, nnU-Net and weights), else why not."""
+    try:
+        import nnunetv2  # noqa: F401
+        from totalsegmentator.config import get_weights_dir
+        from totalsegmentator.python_api import totalsegmentator  # noqa: F401
+    except Exception as exc:
+        return f"Dice skipped: TotalSegmentator is not runnable here ({type(exc).__name__}: {exc})"
+    weights = Path(get_weights_dir())
+    if not weights.is_dir() or not any(weights.glob("Dataset*")):
+        return f"Dice skipped: no TotalSegmentator weights in '{weights}' (run totalseg_download_weights)"
+    return None
+
+
+def resegment_dice(synthetic: sitk.Image, seg, body_eval: np.ndarray, modality: str, device: str) -> dict[str, float]:
+    """Dice per organ between the input segmentation and TotalSegmentator run on the synthetic image."""
+    from totalsegmentator.python_api import totalsegmentator
+
+    from seg2med_core import io
+    from seg2med_core.metrics import dice_per_label
+
+    with tempfile.TemporaryDirectory(prefix="seg2med-dice-") as tmp:
+        src, dst = Path(tmp) / "synthetic.nii.gz", Path(tmp) / "seg.nii.gz"
+        io.write_image(synthetic, src)
+        totalsegmentator(src, dst, ml=True, fast=True, task="total_mr" if modality == "mr" else "total", quiet=True, device=device)
+        found = io.read_segmentation(dst, label_set=seg.label_set)
+    ref = sitk.GetArrayFromImage(seg.image) * body_eval
+    got = sitk.GetArrayFromImage(found.image) * body_eval
+    return dice_per_label(ref, got, seg.names)
+
+
+# ------------------------------------------------------------------------------------------ driver
+def evaluate(
+    cases: Sequence[CaseSpec],
+    method: Method,
+    out_dir: str | Path,
+    options: EvalOptions | None = None,
+    *,
+    compare: str | Path | None = None,
+    progress: ProgressFn | None = None,
+    log: LogFn | None = None,
+    cancel: Callable[[], bool] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate ``method`` on ``cases`` and write the tables and figures to ``out_dir``."""
+    from seg2med_core import io
+
+    options = options or EvalOptions()
+    log = log or (lambda message: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: dict[str, str] = {}
+    fid_reason = fid_unavailable_reason() if options.fid else "FID skipped: disabled (--no-fid)"
+    dice_reason = dice_unavailable_reason(method.modality) if options.dice else "Dice skipped: disabled (--no-dice)"
+    if fid_reason:
+        notes["fid"] = fid_reason
+        log(fid_reason)
+    if dice_reason:
+        notes["dice"] = dice_reason
+        log(dice_reason)
+
+    rows: list[dict[str, Any]] = []
+    dice_rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    slices: dict[str, dict[str, list[np.ndarray]]] = {}
+    for i, spec in enumerate(cases):
+        if cancel is not None and cancel():
+            raise Cancelled("evaluation cancelled")
+        log(f"case {i + 1}/{len(cases)}: {spec.case_id}")
+        try:
+            row, arrays, synthetic, (seg, body_eval) = evaluate_case(spec, method, options, progress, cancel)
+        except (Seg2MedError, RuntimeError, OSError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            skipped.append((spec.case_id, reason))
+            log(f"skipped case '{spec.case_id}': {reason}")
+            continue
+        if "fsim_skipped" in row:
+            notes.setdefault("fsim", f"FSIM skipped: {row.pop('fsim_skipped')}")
+        rows.append(row)
+        per_dataset = slices.setdefault(spec.dataset, {"fake": [], "real": []})
+        per_dataset["fake"].extend(arrays["pred01"])
+        per_dataset["real"].extend(arrays["real01"])
+        if options.save_images:
+            io.write_image(synthetic, out / "images" / f"{spec.case_id}_{method.name}.nii.gz")
+        if dice_reason is None:
+            try:
+                for organ, value in resegment_dice(synthetic, seg, body_eval, method.modality, options.dice_device).items():
+                    dice_rows.append({"case": spec.case_id, "dataset": spec.dataset, "organ": organ, "dice": value})
+            except Exception as exc:  # TotalSegmentator failing (download, GPU) must not lose the other metrics
+                dice_reason = f"Dice skipped: TotalSegmentator failed ({type(exc).__name__}: {str(exc)[:200]})"
+                notes["dice"] = dice_reason
+                log(dice_reason)
+    if not rows:
+        details = "; ".join(f"{c}: {r}" for c, r in skipped[:3])
+        raise Seg2MedError(f"no case could be evaluated ({details})")
+
+    fid: dict[str, float] = {}
+    if fid_reason is None:
+        groups = dict(slices)
+        if len(groups) > 1 or stats.OVERALL not in groups:
+            groups[stats.OVERALL] = {
+                "fake": [s for g in slices.values() for s in g["fake"]],
+                "real": [s for g in slices.values() for s in g["real"]],
+            }
+        for name, group in groups.items():
+            if len(group["fake"]) < 2:
+                notes[f"fid_{name}"] = f"FID skipped for {name}: fewer than 2 slices"
+                continue
+            fid[name] = compute_fid(group["fake"], group["real"])
+
+    metrics = [m for m in IMAGE_METRICS if any(m in r for r in rows)]
+    summaries = stats.summarise(rows, metrics)
+    result = EvalResult(out, rows, summaries, notes, skipped, fid)
+    _write_outputs(result, method.name, metrics, dice_rows, compare, settings or {}, log)
+    return result
+
+
+def _write_outputs(
+    result: EvalResult,
+    name: str,
+    metrics: list[str],
+    dice_rows: list[dict[str, Any]],
+    compare: str | Path | None,
+    settings: dict[str, Any],
+    log: LogFn,
+) -> None:
+    from seg2med_core.io import atomic_path
+
+    out = result.out_dir
+    stats.write_rows_csv(out / "per_case.csv", result.rows)
+    stats.write_rows_csv(
+        out / "summary.csv",
+        [{"method": name, **s.__dict__} for s in result.summaries]
+        + [{"method": name, "metric": "fid", "dataset": d, "n": "", "mean": v, "sd": ""} for d, v in result.fid.items()],
+    )
+    runs: dict[str, list[stats.Summary]] = {name: result.summaries}
+    case_rows: dict[str, Sequence[dict[str, Any]]] = {name: result.rows}
+    extra: dict[str, dict[str, dict[str, float | str]]] = {}
+    if result.fid or "fid" in result.notes:
+        extra["fid"] = {d: {name: v} for d, v in result.fid.items()} or {stats.OVERALL: {name: "skipped"}}
+    other_name = None
+    if compare is not None:
+        other_dir = Path(compare)
+        other_rows = stats.read_rows_csv(other_dir / "per_case.csv")
+        other_name = _run_name(other_dir)
+        if other_name == name:
+            other_name = f"{other_name} ({other_dir.name})"
+        runs[other_name] = stats.summarise(other_rows, metrics)
+        case_rows[other_name] = other_rows
+        other_fid = _read_fid(other_dir)
+        for dataset, value in other_fid.items():
+            extra.setdefault("fid", {}).setdefault(dataset, {})[other_name] = value
+        if not other_fid and "fid" in extra:
+            for cells in extra["fid"].values():
+                cells[other_name] = "skipped"
+        tests = stats.compare_runs(result.rows, other_rows, [m for m in ("ssim", "psnr", "mae", "histcc", "fsim") if m in metrics], name, other_name)
+        stats.write_rows_csv(out / "compare.csv", [t.__dict__ for t in tests])
+        with atomic_path(out / "compare.md") as tmp:
+            Path(tmp).write_text(stats.comparison_markdown(tests))
+        for t in tests:
+            log(f"Mann–Whitney {t.metric}: {name} vs {other_name}: p = {stats.format_p(t.p_two_sided)} (two-sided)")
+    table = stats.table_markdown(runs, metrics, extra, digits={"mae": 2, "psnr": 2})
+    notes = "\n".join(f"- {v}" for v in result.notes.values())
+    skipped = "\n".join(f"- case `{c}` skipped: {r}" for c, r in result.skipped)
+    text = f"# Evaluation: {name}\n\nUnits: MAE in HU for CT, in model space [0, 1] for MR; metrics inside the body.\n\n{table}"
+    if notes or skipped:
+        text += "\n## Notes\n\n" + "\n".join(x for x in (notes, skipped) if x) + "\n"
+    with atomic_path(out / "summary.md") as tmp:
+        Path(tmp).write_text(text)
+    if dice_rows:
+        stats.write_rows_csv(out / "dice_per_case.csv", dice_rows)
+        organs = sorted({r["organ"] for r in dice_rows})
+        dice_summary = [
+            {"organ": o, **{k: v for k, v in s.__dict__.items() if k != "metric"}}
+            for o in organs
+            for s in stats.summarise([{"dataset": r["dataset"], "dice": r["dice"]} for r in dice_rows if r["organ"] == o], ["dice"])
+        ]
+        stats.write_rows_csv(out / "dice_summary.csv", dice_summary)
+    for metric in metrics:
+        plots.metric_figures(case_rows, metric, out)
+    payload = {
+        "method": name,
+        "settings": settings,
+        "cases": len(result.rows),
+        "skipped": [{"case": c, "reason": r} for c, r in result.skipped],
+        "notes": result.notes,
+        "fid": result.fid,
+        "summary": {f"{s.metric}/{s.dataset}": {"mean": s.mean, "sd": s.sd, "n": s.n} for s in result.summaries},
+        "compared_with": str(compare) if compare is not None else None,
+    }
+    with atomic_path(out / "eval.json") as tmp:
+        Path(tmp).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    return str(value)
+
+
+def _run_name(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "eval.json").read_text())["method"])
+    except (OSError, ValueError, KeyError):
+        return folder.name
+
+
+def _read_fid(folder: Path) -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads((folder / "eval.json").read_text()).get("fid", {}).items()}
+    except (OSError, ValueError):
+        return {}
