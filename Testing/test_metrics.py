@@ -94,22 +94,22 @@ def test_fsim_is_skipped_with_a_reason_when_piq_cannot_be_imported(monkeypatch) 
 
 
 def test_fsim_uses_piq_on_body_slices_in_unit_range(monkeypatch) -> None:
-    import torch
-
-    calls = {}
+    calls = []
 
     def fake_fsim(x, y, data_range, reduction, chromatic):
-        calls.update(shape=tuple(x.shape), lo=float(x.min()), hi=float(x.max()), data_range=data_range)
+        calls.append(dict(shape=tuple(x.shape), lo=float(x.min()), hi=float(x.max()), data_range=data_range))
         return 1.0 - (x - y).abs().mean(dim=(1, 2, 3))
 
     monkeypatch.setitem(sys.modules, "piq", types.SimpleNamespace(fsim=fake_fsim))
+    monkeypatch.setattr("seg2med_core.metrics.FSIM_BATCH", 2)
     hu, body = _ct_volume()
     body[0] = False  # slice without body is left out
     m = image_metrics(hu, hu, body, "ct")
     assert m["fsim"] == pytest.approx(1.0) and "fsim_skipped" not in m
-    assert calls["shape"] == (3, 1, 48, 56) and calls["data_range"] == 1.0
-    assert 0.0 <= calls["lo"] and calls["hi"] <= 1.0
-    assert torch.is_tensor(torch.zeros(1))
+    assert [c["shape"] for c in calls] == [(2, 1, 48, 56), (1, 1, 48, 56)]
+    assert all(c["data_range"] == 1.0 and 0.0 <= c["lo"] and c["hi"] <= 1.0 for c in calls)
+    shifted = image_metrics(hu + 200.0, hu, body, "ct")
+    assert shifted["fsim"] < 1.0
 
 
 def test_bad_inputs_are_user_errors() -> None:

@@ -102,7 +102,7 @@ def _ct_phantom(spacing_mm: float = 1.5) -> tuple[np.ndarray, dict[str, np.ndarr
     return arr, {k: np.repeat(v[None], n_z, axis=0) for k, v in parts.items()}
 
 
-@pytest.mark.parametrize("spacing_mm", [1.5, 3.0])
+@pytest.mark.parametrize("spacing_mm", [0.75, 1.5, 3.0])  # 0.75 mm goes through the 2 mm working grid
 def test_ct_body_mask_keeps_torso_and_drops_table_and_arms(spacing_mm: float) -> None:
     arr, parts = _ct_phantom(spacing_mm)
     mask = body_mask_from_image(_image(arr, (spacing_mm, spacing_mm, 3.0)), "ct")
@@ -113,6 +113,13 @@ def test_ct_body_mask_keeps_torso_and_drops_table_and_arms(spacing_mm: float) ->
     assert not mask[far_arm].any()
     iou = (mask & parts["torso"]).sum() / (mask | parts["torso"]).sum()
     assert iou > 0.97
+
+
+def test_arms_are_kept_when_asked() -> None:
+    arr, parts = _ct_phantom(1.5)
+    mask = body_mask_from_image(_image(arr, (1.5, 1.5, 3.0)), "ct", remove_arms=False)
+    assert mask[parts["arms"]].mean() > 0.95
+    assert not mask[parts["table"]].any()
 
 
 def test_body_mask_comes_back_in_the_input_array_order() -> None:

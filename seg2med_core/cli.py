@@ -1,26 +1,42 @@
 """The ``seg2med`` command line (also ``python -m seg2med_core``).
 
 Subcommands: prior, synthesize, convert, labels, bundle, train, evaluate, phantom, demo. Bad input ends
-with one line ``seg2med: error: <what and where>`` on stderr and exit code 2; no output file is left.
+with one line ``seg2med: error: <what and where>`` on stderr and exit code 2, and no output file is
+written: every input and output location is checked before the (slow) sampling starts, and results are
+written atomically only after every computation has succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
 from seg2med_core import __version__
-from seg2med_core.cli_common import add_progress_argument, emit_json, make_reporter
+from seg2med_core.cli_common import Reporter, add_progress_argument, emit_json, make_reporter
 from seg2med_core.errors import Cancelled, Seg2MedError
 
-#: Sampler defaults when the user gives none: DDIM, fewer steps on the CPU so a 3 mm abdomen finishes in minutes.
+if TYPE_CHECKING:
+    import torch
+
+    from seg2med_core.io import Segmentation
+    from seg2med_core.mrsignal import Sequence as MRSequence
+    from seg2med_core.pipeline import SynthesisResult
+    from seg2med_core.sampler import SamplerConfig
+
+#: Sampler steps when the user gives none: DDIM, fewer steps on the CPU so a 3 mm abdomen finishes in minutes.
 DEFAULT_STEPS = {"cuda": 50, "mps": 50, "cpu": 20}
+#: Soft-tissue window (W400/L40) for CT previews.
+CT_PREVIEW_WINDOW = (-160.0, 240.0)
+#: Modules that add their own subcommands (``add_subcommands(subparsers)``); missing ones are skipped.
+SUBCOMMAND_MODULES = ("seg2med_core.training.cli", "seg2med_core.phantom_cli", "seg2med_core.phantom", "seg2med_core.demo")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -37,16 +53,22 @@ def _add_seg_arguments(p: argparse.ArgumentParser) -> None:
 
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model bundle folder (metadata.json + model.safetensors) or registry name")
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddim", help="ddim (default, few steps) or ddpm (paper)")
+    p.add_argument(
+        "--sampler",
+        choices=("ddim", "ddpm", "dpmpp_2m"),
+        default="ddim",
+        help="ddim (default, deterministic, few steps), ddpm (the paper's ancestral sampler) or dpmpp_2m",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 on GPU, 20 on CPU; paper: 1000 DDPM)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume (default 0)")
     p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: fits the device memory)")
-    p.add_argument("--no-fast", action="store_true", help="GPU: disable bf16/channels-last/SDPA fast path")
-    p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (slow first run)")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: what fits the device memory)")
+    p.add_argument("--no-fast", action="store_true", help="GPU: disable the bf16/channels-last/SDPA fast path")
+    p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (slow first batch)")
 
 
-def _read_seg(args: argparse.Namespace):
+def _read_seg(args: argparse.Namespace) -> "Segmentation":
+    """``--seg`` (+ ``--tissue-seg`` merged in, organs win) as a Segmentation."""
     from seg2med_core import io, labels
 
     seg = io.read_segmentation(args.seg, label_set=args.label_set)
@@ -60,12 +82,39 @@ def _read_seg(args: argparse.Namespace):
     return seg
 
 
-def _sampler_config(args: argparse.Namespace, device) -> "SamplerConfig":  # noqa: F821
+def _read_image_matching(path: str, seg: "Segmentation", seg_path: str) -> sitk.Image:
+    """Read ``--image`` and check that it shares the segmentation's voxel grid (both geometries in the error)."""
+    from seg2med_core import io
+
+    image = io.read_image(path)
+    io.check_same_geometry(seg.image, image, f"segmentation '{seg_path}'", f"image '{path}'")
+    return image
+
+
+def parse_sequence(text: str | None) -> "str | MRSequence | None":
+    """``--sequence``: a preset name, or ``custom:TR,TE,FLIP`` (ms, ms, degrees) for a spoiled GRE."""
+    if text is None or not text.startswith("custom:"):
+        return text
+    from seg2med_core.mrsignal import custom_sequence
+
+    parts = text.removeprefix("custom:").split(",")
+    try:
+        tr, te, flip = (float(v) for v in parts)
+    except ValueError:
+        raise Seg2MedError(f"--sequence '{text}' must look like custom:TR,TE,FLIP (e.g. custom:7.5,4.8,10)") from None
+    return custom_sequence(tr, te, flip)
+
+
+def _sampler_config(args: argparse.Namespace, device: "torch.device") -> "SamplerConfig":
     from seg2med_core.sampler import SamplerConfig
 
     steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(device.type, 20)
     if steps < 1:
         raise Seg2MedError(f"--steps must be at least 1, got {steps}")
+    if args.seed is not None and args.seed < 0:
+        raise Seg2MedError(f"--seed must be a non-negative integer, got {args.seed}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise Seg2MedError(f"--batch-size must be at least 1, got {args.batch_size}")
     return SamplerConfig(
         kind=args.sampler,
         steps=steps,
@@ -76,122 +125,199 @@ def _sampler_config(args: argparse.Namespace, device) -> "SamplerConfig":  # noq
     )
 
 
-def _check_out(path: str, what: str = "--out") -> Path:
+def check_output(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
+    """Fail before any work when an output's folder is missing or its name has the wrong suffix."""
+    if path is None:
+        return None
     out = Path(path)
-    if not out.parent.exists():
-        raise Seg2MedError(f"{what} folder '{out.parent}' does not exist")
+    if out.is_dir():
+        raise Seg2MedError(f"{option} '{out}' is a folder; give a file name")
+    if not out.parent.is_dir():
+        raise Seg2MedError(f"{option} folder '{out.parent}' does not exist")
+    if suffixes and not out.name.lower().endswith(suffixes):
+        raise Seg2MedError(f"{option} '{out}' must end with {' or '.join(suffixes)}")
     return out
 
 
-def _write_json(path: Path, data: dict) -> None:
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    from seg2med_core.cli_common import _json_safe
     from seg2med_core.io import atomic_path
 
     with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, default=float) + "\n")
+        Path(tmp).write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+
+
+def metrics_line(metrics: dict[str, Any], modality: str) -> str:
+    """One-line summary such as ``SSIM 0.912   PSNR 27.31 dB   MAE 35.2 HU   HistCC 0.951``."""
+    from seg2med_core.preview import format_metrics
+
+    return format_metrics(metrics, "HU" if modality == "ct" else "")
 
 
 # ------------------------------------------------------------------------------------------ commands
 def cmd_prior(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.pipeline import _body_mask
+    from seg2med_core.pipeline import body_mask
     from seg2med_core.prior import prior_image
 
-    out = _check_out(args.out)
+    out = check_output(args.out, "--out", IMAGE_SUFFIXES)
+    assert out is not None
+    reporter = make_reporter(args)
+    sequence = parse_sequence(args.sequence)
+    if sequence is not None and args.modality != "mr":
+        raise Seg2MedError(f"--sequence '{args.sequence}' is only for --modality mr")
     seg = _read_seg(args)
-    image = io.read_image(args.image) if args.image else None
-    if image is not None:
-        io.check_same_geometry(seg.image, image, f"segmentation '{args.seg}'", f"image '{args.image}'")
-    body = _body_mask(seg, image, args.image_modality)
-    prior = prior_image(seg, args.modality, sequence=args.sequence, body=body, table_path=args.tissue_table)
+    image = _read_image_matching(args.image, seg, args.seg) if args.image else None
+    body = body_mask(seg, image, args.image_modality)
+    prior = prior_image(seg, args.modality, sequence=sequence, body=body, table_path=args.tissue_table)
     io.write_image(prior, out)
-    print(f"wrote {out}")
+    reporter.message(f"wrote {out}")
+    reporter.done(output=str(out))
     return 0
+
+
+def _load_model(args: argparse.Namespace, reporter: Reporter) -> tuple[Any, Any]:
+    from seg2med_core.device import pick_device
+    from seg2med_core.registry import resolve_bundle_path
+    from seg2med_core.bundle import load_bundle
+
+    device = pick_device(args.device)
+    path = resolve_bundle_path(args.model, progress=reporter.progress)
+    return load_bundle(path, device=device), device
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.registry import resolve_bundle
-    from seg2med_core.device import pick_device
-    from seg2med_core.pipeline import synthesize
+    from seg2med_core.pipeline import check_compatible, synthesize
 
-    out = _check_out(args.out)
+    out = check_output(args.out, "--out", IMAGE_SUFFIXES)
+    assert out is not None
+    preview = check_output(args.preview, "--preview", (".png",))
+    metrics_path = check_output(args.metrics, "--metrics", (".json",))
+    prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
+    if metrics_path is not None and not args.image:
+        raise Seg2MedError("--metrics needs --image (the real image to compare with)")
     reporter = make_reporter(args)
     seg = _read_seg(args)
-    image = io.read_image(args.image) if args.image else None
-    device = pick_device(args.device)
-    bundle = resolve_bundle(args.model, device=device)
+    image = _read_image_matching(args.image, seg, args.seg) if args.image else None
+    bundle, device = _load_model(args, reporter)
+    check_compatible(seg, bundle)
+    modality = bundle.metadata.modality
+    image_modality = args.image_modality or _seg_modality(seg)
+    if metrics_path is not None and image_modality != modality:
+        raise Seg2MedError(f"--metrics needs a real {modality.upper()} --image; '{args.image}' is {image_modality.upper()}")
     config = _sampler_config(args, device)
-    reporter.info(f"model {bundle.metadata.name} ({bundle.metadata.modality}), {config.kind} {config.steps} steps on {device}")
     try:
         result = synthesize(
             seg,
             bundle,
             image=image,
-            image_modality=args.image_modality,
+            image_modality=image_modality,
             sampler=config,
             device=device,
             tissue_table=args.tissue_table,
             progress=reporter.progress,
+            info=reporter.info,
         )
     finally:
         reporter.close()
-    _write_outputs(args, out, result, image, bundle.metadata.modality, seg)
-    reporter.done(output=str(out), metrics=result.metrics)
+    if preview is not None:
+        _write_preview(preview, result, seg, modality, image, f"real {modality.upper()}")
+    if metrics_path is not None:
+        _write_json(metrics_path, result.metrics)
+    if prior_out is not None:
+        io.write_image(result.prior, prior_out)
+    io.write_image(result.image, out)
+    if result.metrics:
+        reporter.message("metrics (inside the body): " + metrics_line(result.metrics, modality))
+    reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
+    reporter.done(output=str(out), metrics=result.metrics, seconds_sampling=round(result.seconds_sampling, 3))
     return 0
 
 
-def _write_outputs(args, out: Path, result, image, modality: str, seg) -> None:
-    from seg2med_core import io
+def _seg_modality(seg: "Segmentation") -> str:
+    from seg2med_core.pipeline import segmentation_modality
 
-    if getattr(args, "preview", None):
-        _write_preview(Path(args.preview), result, image, modality)
-    if getattr(args, "metrics", None):
-        if image is None:
-            raise Seg2MedError("--metrics needs --image (the real image to compare with)")
-        _write_json(Path(args.metrics), result.metrics)
-    if getattr(args, "prior_out", None):
-        io.write_image(result.prior, Path(args.prior_out))
-    io.write_image(result.image, out)
-    if result.metrics:
-        print("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if isinstance(v, (int, float))))
-    print(f"wrote {out}")
+    return segmentation_modality(seg)
 
 
-def _write_preview(path: Path, result, image, modality: str) -> None:
+def _write_preview(
+    path: Path, result: "SynthesisResult", seg: "Segmentation", modality: str, image: sitk.Image | None, image_title: str
+) -> None:
+    """PNG: labels | prior | synthetic (| real or source image), with the metrics underneath."""
     from seg2med_core.preview import save_preview
 
-    window = (-160.0, 240.0) if modality == "ct" else None
-    prior = sitk.GetArrayFromImage(result.prior)
-    columns = [("prior", prior, window), (f"synthetic {modality.upper()}", sitk.GetArrayFromImage(result.image), window)]
+    window = CT_PREVIEW_WINDOW if modality == "ct" else None
+    columns: list[tuple[str, np.ndarray, Any]] = [
+        ("segmentation", sitk.GetArrayFromImage(seg.image), "labels"),
+        (f"prior {modality.upper()}", sitk.GetArrayFromImage(result.prior), window),
+        (f"synthetic {modality.upper()}", sitk.GetArrayFromImage(result.image), window),
+    ]
     if image is not None:
-        columns.append((f"real {modality.upper()}", sitk.GetArrayFromImage(image), window))
-    save_preview(path, columns, result.metrics or None, body=result.body)
+        real_window = CT_PREVIEW_WINDOW if image_title.endswith("CT") else None
+        columns.append((image_title, sitk.GetArrayFromImage(image), real_window))
+    save_preview(
+        path,
+        columns,
+        result.metrics or None,
+        body=result.body,
+        reference=seg.image,
+        mae_unit="HU" if modality == "ct" else "",
+    )
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.registry import resolve_bundle
-    from seg2med_core.device import pick_device
+    from seg2med_core.bundle import check_modality
     from seg2med_core.pipeline import convert
 
-    out = _check_out(args.out)
+    out = check_output(args.out, "--out", IMAGE_SUFFIXES)
+    assert out is not None
+    preview = check_output(args.preview, "--preview", (".png",))
+    prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
     reporter = make_reporter(args)
     seg = _read_seg(args)
-    image = io.read_image(args.image)
-    device = pick_device(args.device)
-    bundle = resolve_bundle(args.model, device=device)
+    image = _read_image_matching(args.image, seg, args.seg)
+    bundle, device = _load_model(args, reporter)
+    check_modality(bundle, args.to)
     config = _sampler_config(args, device)
+    source = _seg_modality(seg)
     try:
         result, report = convert(
-            image, seg, args.to, bundle, sampler=config, device=device, tissue_table=args.tissue_table, progress=reporter.progress
+            image,
+            seg,
+            args.to,
+            bundle,
+            sampler=config,
+            device=device,
+            tissue_table=args.tissue_table,
+            progress=reporter.progress,
+            info=reporter.info,
         )
     finally:
         reporter.close()
     if report is not None:
-        reporter.info(f"labels converted: {len(report.mapped)} mapped; no counterpart for: {', '.join(report.unmapped) or 'none'}")
-    _write_outputs(args, out, result, None, bundle.metadata.modality, seg)
+        reporter.info("labels converted: " + report.summary())
+    if preview is not None:
+        converted_seg = _seg_for_preview(seg, args.to)
+        _write_preview(preview, result, converted_seg, args.to, image, f"source {source.upper()}")
+    if prior_out is not None:
+        io.write_image(result.prior, prior_out)
+    io.write_image(result.image, out)
+    reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), unmapped=list(report.unmapped) if report else [])
     return 0
+
+
+def _seg_for_preview(seg: "Segmentation", to: str) -> "Segmentation":
+    from seg2med_core.pipeline import convert_segmentation
+
+    if _seg_modality(seg) == to:
+        return seg
+    return convert_segmentation(seg, "total_mr" if to == "mr" else "total")[0]
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
@@ -199,35 +325,128 @@ def cmd_labels(args: argparse.Namespace) -> int:
     from seg2med_core.pipeline import convert_segmentation
 
     if args.labels_command == "list":
+        if args.label_set is None:
+            for name in labels.LABEL_SETS:
+                print(f"{name}\t{len(labels.get_label_set(name))} classes")
+            return 0
+        if args.label_set not in labels.LABEL_SETS:
+            raise Seg2MedError(f"unknown label set '{args.label_set}' (choose one of: {', '.join(labels.LABEL_SETS)})")
         for idx, name in sorted(labels.names_for(args.label_set).items()):
             print(f"{idx}\t{name}")
         return 0
-    out = _check_out(args.out)
+    out = check_output(args.out, "--out", (".nii.gz", ".nii", ".seg.nrrd"))
+    assert out is not None
     seg = io.read_segmentation(args.seg, label_set=args.label_set)
     converted, report = convert_segmentation(seg, args.to)
     io.write_segmentation(converted, out)
-    print(f"mapped {len(report.mapped)} classes; no counterpart in {args.to}: {', '.join(report.unmapped) or 'none'}")
+    print(report.summary())
     print(f"wrote {out}")
     return 0
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from seg2med_core import bundle as bundle_mod
+    from seg2med_core import registry
 
     if args.bundle_command == "info":
-        from seg2med_core.registry import resolve_bundle
-
-        print(bundle_mod.bundle_summary(resolve_bundle(args.path)))
+        print(bundle_mod.bundle_info(registry.resolve_bundle_path(args.path)))
         return 0
-    metadata = json.loads(Path(args.metadata).read_text()) if args.metadata else {}
-    metadata.setdefault("modality", args.modality)
-    out = bundle_mod.import_monai_generative_checkpoint(args.checkpoint, args.out, metadata)
-    print(f"wrote bundle {out}")
+    if args.bundle_command == "list":
+        for entry in registry.load_registry():
+            where = entry.path or entry.url or "?"
+            print(f"{entry.name}\t{entry.modality}{'/' + entry.sequence if entry.sequence else ''}\t{where}")
+        return 0
+    if args.bundle_command == "register":
+        entry = registry.register_bundle(args.path, name=args.name)
+        print(f"registered '{entry.name}' ({entry.modality}) → {entry.path} in {registry.user_registry_path()}")
+        return 0
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise Seg2MedError(f"--out folder '{out.parent}' does not exist")
+    data: dict[str, Any] = {}
+    if args.metadata:
+        meta_path = Path(args.metadata)
+        if not meta_path.is_file():
+            raise Seg2MedError(f"metadata file '{meta_path}' does not exist")
+        try:
+            data = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise Seg2MedError(f"metadata file '{meta_path}' is not valid JSON ({exc})") from None
+    data = _import_metadata_defaults(data, args)
+    metadata = bundle_mod.BundleMetadata.from_dict(data, source=f"'{args.metadata or '--metadata'}'")
+    written = bundle_mod.import_monai_generative_checkpoint(args.checkpoint, out, metadata)
+    print(f"wrote bundle {written}")
     return 0
 
 
+def _import_metadata_defaults(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Fill what a MONAI-Generative checkpoint import needs but the user did not give: the paper's network."""
+    from seg2med_core.network import PAPER_NETWORK, PAPER_SCHEDULER, to_json_config
+
+    if not isinstance(data, dict):
+        raise Seg2MedError(f"--metadata must hold a JSON object, got {type(data).__name__}")
+    out = dict(data)
+    out["modality"] = args.modality
+    out.setdefault("name", Path(args.out).name)
+    out.setdefault("version", "1")
+    out.setdefault("sequence", "vibe_in" if args.modality == "mr" else None)
+    out.setdefault("label_set", "total_mr" if args.modality == "mr" else "total")
+    out.setdefault("network", to_json_config(PAPER_NETWORK))
+    out.setdefault("scheduler", to_json_config(PAPER_SCHEDULER))
+    out.setdefault("spacing_xy", 1.5)
+    out.setdefault("image_size", 512)
+    out.setdefault(
+        "intensity",
+        {"kind": "ct_window", "level": 0, "width": 2000} if args.modality == "ct" else {"kind": "mr_percentile", "p_lo": 10, "p_hi": 90},
+    )
+    out.setdefault("training_data", f"imported from {Path(args.checkpoint).name}")
+    return out
+
+
+def cmd_phantom_fallback(args: argparse.Namespace) -> int:
+    """``seg2med phantom`` when the phantom module brings no CLI of its own: write a phantom label map."""
+    from seg2med_core import io
+    from seg2med_core.phantom import make_phantom
+
+    out = check_output(args.out, "--out", (".nii.gz", ".nii", ".seg.nrrd"))
+    assert out is not None
+    seg = make_phantom(seed=args.seed, sex=args.sex, height_cm=args.height, spacing=(args.spacing,) * 3, region=args.region)
+    io.write_segmentation(seg, out)
+    print(f"wrote {out} ({seg.image.GetSize()} voxels at {args.spacing:g} mm, label set {seg.label_set})")
+    return 0
+
+
+def _add_phantom_fallback(sub: Any) -> None:
+    from seg2med_core.phantom import REGIONS, SEXES
+
+    p = sub.add_parser("phantom", help="procedural torso phantom labelled like TotalSegmentator (no data needed)")
+    p.add_argument("--out", required=True, help="label map (.nii.gz or .seg.nrrd)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sex", choices=SEXES, default="male")
+    p.add_argument("--height", type=float, default=175.0, help="body height in cm (140-210)")
+    p.add_argument("--spacing", type=float, default=3.0, help="isotropic voxel spacing in mm")
+    p.add_argument("--region", choices=REGIONS, default="abdomen-pelvis")
+    p.set_defaults(func=cmd_phantom_fallback)
+
+
 # -------------------------------------------------------------------------------------------- parser
+def _subcommand_modules() -> list[ModuleType]:
+    """Modules among :data:`SUBCOMMAND_MODULES` that exist and define ``add_subcommands``."""
+    found = []
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but one of its imports is missing: a real bug
+                raise
+            continue
+        if callable(getattr(module, "add_subcommands", None)):
+            found.append(module)
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The full ``seg2med`` parser (core subcommands + those added by training, phantom and demo modules)."""
     parser = argparse.ArgumentParser(
         prog="seg2med",
         description="Synthetic CT and MR volumes from TotalSegmentator segmentations (conditional diffusion).",
@@ -238,10 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prior", help="prior image only (simulated CT/MR from the labels)")
     _add_seg_arguments(p)
     p.add_argument("--modality", choices=("ct", "mr"), required=True)
-    p.add_argument("--sequence", default=None, help="MR sequence: vibe_in, vibe_opp, t1_gre, t2_space, t2_fse, dixon_water, or custom:TR,TE,FLIP")
+    p.add_argument("--sequence", default=None, help="MR sequence: vibe_in (default), vibe_opp, t1_gre, t2_space, t2_fse, dixon_water, or custom:TR,TE,FLIP")
     p.add_argument("--image", default=None, help="real image: the body contour is taken from it")
     p.add_argument("--image-modality", choices=("ct", "mr"), default=None, help="modality of --image (default: the label set's)")
     p.add_argument("--out", required=True)
+    add_progress_argument(p)
     p.set_defaults(func=cmd_prior)
 
     p = sub.add_parser("synthesize", help="synthetic volume in the segmentation's geometry")
@@ -249,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_arguments(p)
     p.add_argument("--image", default=None, help="real image: body contour, and metrics when it has the model's modality")
     p.add_argument("--image-modality", choices=("ct", "mr"), default=None, help="modality of --image (default: the label set's)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output volume (.nii.gz, .nrrd, .mha)")
     p.add_argument("--prior-out", default=None, help="also write the prior image")
-    p.add_argument("--preview", default=None, help="side-by-side PNG (prior | synthetic | real) with metrics")
+    p.add_argument("--preview", default=None, help="side-by-side PNG (labels | prior | synthetic | real) with metrics")
     p.add_argument("--metrics", default=None, help="JSON with SSIM/PSNR/MAE/HistCC inside the body (needs --image)")
     add_progress_argument(p)
     p.set_defaults(func=cmd_synthesize)
@@ -269,46 +489,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("labels", help="list label sets or convert a segmentation between CT and MR label sets")
     lsub = p.add_subparsers(dest="labels_command", required=True)
-    q = lsub.add_parser("list", help="ids and names of a label set")
-    q.add_argument("label_set")
-    q = lsub.add_parser("convert", help="relabel total ↔ total_mr")
+    q = lsub.add_parser("list", help="label sets, or the ids and names of one label set")
+    q.add_argument("label_set", nargs="?", default=None)
+    q = lsub.add_parser("convert", help="relabel total ↔ total_mr (by class name)")
     q.add_argument("--seg", required=True)
     q.add_argument("--label-set", default=None)
     q.add_argument("--to", required=True, choices=("total", "total_mr"))
     q.add_argument("--out", required=True)
     p.set_defaults(func=cmd_labels)
 
-    p = sub.add_parser("bundle", help="inspect a model bundle or import a MONAI-Generative checkpoint")
+    p = sub.add_parser("bundle", help="inspect, list, register or import model bundles")
     bsub = p.add_subparsers(dest="bundle_command", required=True)
-    q = bsub.add_parser("info")
+    q = bsub.add_parser("info", help="metadata and weight summary of a bundle folder or registry name")
     q.add_argument("path")
+    bsub.add_parser("list", help="models in the shipped and user registries")
+    q = bsub.add_parser("register", help="add a local bundle folder to your registry (SEG2MED_REGISTRY)")
+    q.add_argument("path")
+    q.add_argument("--name", default=None, help="registry name (default: the bundle's name)")
     q = bsub.add_parser("import", help="MONAI-Generative state dict (.pt/.pth) → bundle folder")
     q.add_argument("checkpoint")
     q.add_argument("--out", required=True)
     q.add_argument("--modality", choices=("ct", "mr"), required=True)
-    q.add_argument("--metadata", default=None, help="JSON with metadata fields (network config, spacing, ...)")
+    q.add_argument("--metadata", default=None, help="JSON with metadata fields (network config, spacing, ...); default: the paper's network")
     p.set_defaults(func=cmd_bundle)
 
     for module in _subcommand_modules():
         module.add_subcommands(sub)
+    if "phantom" not in sub.choices:
+        _add_phantom_fallback(sub)
     return parser
 
 
-def _subcommand_modules() -> list:
-    from seg2med_core import demo, phantom_cli
-    from seg2med_core.training import cli as training_cli
-
-    return [training_cli, phantom_cli, demo]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 cancelled)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     json_mode = getattr(args, "progress_format", "tqdm") == "json"
     try:
         return int(args.func(args) or 0)
-    except Seg2MedError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    except (Seg2MedError, OSError) as exc:
+        message = _one_line(exc)
         if json_mode:
             emit_json("error", message=message)
         print(f"seg2med: error: {message}", file=sys.stderr)
@@ -321,6 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seg2med: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, Seg2MedError) and exc.strerror:
+        where = f" '{exc.filename}'" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,9 @@
 """``seg2med demo``: the one-command demo that needs no data and no downloads.
 
 procedural phantom → prior CT → synthetic CT (shipped demo CT model) → labels converted to ``total_mr`` →
-synthetic MR (shipped demo MR model, if present) → NIfTI volumes, a side-by-side PNG and a short report.
+synthetic MR (shipped demo MR model) → NIfTI volumes, a side-by-side PNG and a short report (JSON + Markdown).
+Both models are resolved before any work starts, so a missing model is reported at once in one line;
+``--mr-model none`` skips the MR part. Files are written only after every synthesis has succeeded.
 """
 
 from __future__ import annotations
@@ -15,25 +17,30 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from seg2med_core.cli_common import add_progress_argument, make_reporter
+from seg2med_core.cli_common import Reporter, SilentReporter, add_progress_argument, make_reporter
 from seg2med_core.errors import Seg2MedError
 
 DEMO_CT_MODEL = "demo_ct"
 DEMO_MR_MODEL = "demo_mr"
 #: CPU default: enough DDIM steps for the demo models to give clean images in about a minute on 2 cores.
 DEMO_STEPS = 20
+DEMO_REGIONS = ("abdomen", "pelvis", "abdomen-pelvis")
+#: Soft-tissue window (W400/L40) for the CT panels.
+CT_WINDOW = (-160.0, 240.0)
+DISCLAIMER = "Demonstration models trained on one public case; images are not for clinical use."
 
 
 def add_subcommands(subparsers: Any) -> None:
+    """Add ``demo`` to the ``seg2med`` parser."""
     p = subparsers.add_parser(
         "demo",
-        help="phantom → synthetic CT (and MR) with the shipped demo models; no data or downloads needed",
+        help="phantom → synthetic CT and MR with the shipped demo models; no data or downloads needed",
     )
-    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed")
-    p.add_argument("--region", default="abdomen", choices=("abdomen", "pelvis", "abdomen-pelvis"))
+    p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS)
     p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"DDIM steps (default {DEMO_STEPS})")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--ct-model", default=DEMO_CT_MODEL, help="CT bundle folder or registry name")
     p.add_argument("--mr-model", default=DEMO_MR_MODEL, help="MR bundle folder or registry name ('none' to skip MR)")
     add_progress_argument(p)
@@ -41,6 +48,8 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    """CLI handler: run the demo and print where the report is."""
+    reporter = make_reporter(args)
     report = run_demo(
         Path(args.out),
         seed=args.seed,
@@ -49,10 +58,25 @@ def run_demo_command(args: argparse.Namespace) -> int:
         device_name=args.device,
         ct_model=args.ct_model,
         mr_model=None if str(args.mr_model).lower() == "none" else args.mr_model,
-        reporter=make_reporter(args),
+        reporter=reporter,
     )
-    print(f"demo finished in {report['seconds_total']:.1f} s; see {Path(args.out) / 'report.md'}")
+    reporter.message(f"demo finished in {report['seconds_total']:.1f} s; see {Path(args.out) / 'report.md'}")
+    reporter.done(output=str(args.out), files=report["files"])
     return 0
+
+
+def _load(model: str | Path, modality: str, device: Any) -> Any:
+    """Resolve and load a demo bundle; a missing one gets a message that says how to proceed."""
+    from seg2med_core.bundle import check_modality
+    from seg2med_core.registry import resolve_bundle
+
+    try:
+        bundle = resolve_bundle(model, device=device)
+    except Seg2MedError as exc:
+        hint = " (or pass --mr-model none to skip MR)" if modality == "mr" else ""
+        raise Seg2MedError(f"demo {modality.upper()} model '{model}' is not available: {exc}{hint}") from exc
+    check_modality(bundle, modality)
+    return bundle
 
 
 def run_demo(
@@ -64,52 +88,51 @@ def run_demo(
     device_name: str = "auto",
     ct_model: str | Path = DEMO_CT_MODEL,
     mr_model: str | Path | None = DEMO_MR_MODEL,
-    reporter: Any = None,
+    reporter: Reporter | None = None,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return the report dict (also written as report.json/.md)."""
     from seg2med_core import io
-    from seg2med_core.cli_common import SilentReporter
     from seg2med_core.device import pick_device
     from seg2med_core.phantom import make_phantom
     from seg2med_core.pipeline import convert_segmentation, synthesize
-    from seg2med_core.registry import resolve_bundle
     from seg2med_core.sampler import SamplerConfig
 
     reporter = reporter or SilentReporter()
     if steps < 1:
         raise Seg2MedError(f"--steps must be at least 1, got {steps}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if seed < 0:
+        raise Seg2MedError(f"--seed must be a non-negative integer, got {seed}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise Seg2MedError(f"--out '{out_dir}' exists and is not a folder")
     device = pick_device(device_name)
+    ct_bundle = _load(ct_model, "ct", device)
+    mr_bundle = _load(mr_model, "mr", device) if mr_model is not None else None
+
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-
     t0 = time.perf_counter()
     seg = make_phantom(seed=seed, region=region)
     timings["phantom_s"] = time.perf_counter() - t0
-    reporter.info(f"phantom: {seg.image.GetSize()} voxels at {seg.image.GetSpacing()} mm, {len(np.unique(sitk.GetArrayViewFromImage(seg.image))) - 1} labels")
+    n_labels = len(np.unique(sitk.GetArrayViewFromImage(seg.image))) - 1
+    reporter.info(f"phantom: {seg.image.GetSize()} voxels at {seg.image.GetSpacing()} mm, {n_labels} labels")
 
     config = SamplerConfig(kind="ddim", steps=steps, seed=seed)
-    ct_bundle = resolve_bundle(ct_model, device=device)
     t0 = time.perf_counter()
-    ct = synthesize(seg, ct_bundle, sampler=config, device=device, progress=reporter.progress)
+    ct = synthesize(seg, ct_bundle, sampler=config, device=device, progress=reporter.progress, info=reporter.info)
     timings["synthetic_ct_s"] = time.perf_counter() - t0
     reporter.close()
 
     mr = None
-    mr_seg = None
     conversion = None
-    if mr_model is not None:
-        try:
-            mr_bundle = resolve_bundle(mr_model, device=device)
-        except Seg2MedError as exc:
-            reporter.info(f"no MR demo model ({exc}); skipping synthetic MR")
-        else:
-            mr_seg, conversion = convert_segmentation(seg, "total_mr")
-            t0 = time.perf_counter()
-            mr = synthesize(mr_seg, mr_bundle, body=ct.body, sampler=config, device=device, progress=reporter.progress)
-            timings["synthetic_mr_s"] = time.perf_counter() - t0
-            reporter.close()
+    if mr_bundle is not None:
+        mr_seg, conversion = convert_segmentation(seg, "total_mr")
+        reporter.info("labels for MR: " + conversion.summary())
+        t0 = time.perf_counter()
+        mr = synthesize(mr_seg, mr_bundle, body=ct.body, sampler=config, device=device, progress=reporter.progress, info=reporter.info)
+        timings["synthetic_mr_s"] = time.perf_counter() - t0
+        reporter.close()
 
+    out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "segmentation": out_dir / "phantom_seg.nii.gz",
         "prior_ct": out_dir / "prior_ct.nii.gz",
@@ -119,7 +142,9 @@ def run_demo(
     io.write_image(ct.prior, files["prior_ct"])
     io.write_image(ct.image, files["synthetic_ct"])
     if mr is not None:
+        files["prior_mr"] = out_dir / "prior_mr.nii.gz"
         files["synthetic_mr"] = out_dir / "synthetic_mr.nii.gz"
+        io.write_image(mr.prior, files["prior_mr"])
         io.write_image(mr.image, files["synthetic_mr"])
     files["preview"] = out_dir / "demo.png"
     _save_demo_png(files["preview"], seg, ct, mr)
@@ -131,33 +156,45 @@ def run_demo(
         "device": str(device),
         "sampler": f"ddim, {steps} steps",
         "ct_model": ct_bundle.metadata.name,
-        "mr_model": None if mr is None else mr_bundle.metadata.name,
+        "mr_model": None if mr_bundle is None else mr_bundle.metadata.name,
+        "mr_sequence": None if mr_bundle is None else mr_bundle.metadata.sequence,
         "volume_size": list(seg.image.GetSize()),
         "spacing_mm": list(seg.image.GetSpacing()),
         "slices_sampled_ct": ct.slices_sampled,
+        "slices_sampled_mr": None if mr is None else mr.slices_sampled,
         "unmapped_mr_labels": [] if conversion is None else list(conversion.unmapped),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "seconds_total": timings["total_s"],
-        "files": {k: v.name for k, v in files.items()},
-        "disclaimer": "Demonstration models trained on one public case; images are not for clinical use.",
+        "disclaimer": DISCLAIMER,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out_dir / "report.md").write_text(_report_markdown(report))
+    files["report_json"] = out_dir / "report.json"
+    files["report_md"] = out_dir / "report.md"
+    report["files"] = {k: v.name for k, v in files.items()}
+    _write_text(files["report_json"], json.dumps(report, indent=2) + "\n")
+    _write_text(files["report_md"], _report_markdown(report))
     return report
 
 
-def _save_demo_png(path: Path, seg, ct, mr) -> None:
+def _write_text(path: Path, text: str) -> None:
+    from seg2med_core.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _save_demo_png(path: Path, seg: Any, ct: Any, mr: Any) -> None:
+    """labels | prior CT | synthetic CT (| prior MR | synthetic MR), radiological display."""
     from seg2med_core.preview import save_preview
 
-    labels = sitk.GetArrayFromImage(seg.image)
     columns: list[tuple[str, np.ndarray, Any]] = [
-        ("segmentation", labels, "labels"),
-        ("prior CT", sitk.GetArrayFromImage(ct.prior), (-160.0, 240.0)),
-        ("synthetic CT", sitk.GetArrayFromImage(ct.image), (-160.0, 240.0)),
+        ("phantom labels", sitk.GetArrayFromImage(seg.image), "labels"),
+        ("prior CT", sitk.GetArrayFromImage(ct.prior), CT_WINDOW),
+        ("synthetic CT", sitk.GetArrayFromImage(ct.image), CT_WINDOW),
     ]
     if mr is not None:
+        columns.append(("prior MR", sitk.GetArrayFromImage(mr.prior), None))
         columns.append(("synthetic MR", sitk.GetArrayFromImage(mr.image), None))
-    save_preview(path, columns, None, body=ct.body)
+    save_preview(path, columns, None, body=ct.body, reference=seg.image, title="seg2med demo (not for clinical use)")
 
 
 def _report_markdown(r: dict[str, Any]) -> str:
@@ -165,10 +202,11 @@ def _report_markdown(r: dict[str, Any]) -> str:
         "# seg2med demo",
         "",
         f"- phantom: seed {r['seed']}, region {r['region']}, {r['volume_size']} voxels at {r['spacing_mm']} mm",
-        f"- device: {r['device']}; sampler: {r['sampler']} (chosen so the demo finishes in minutes on 2 CPU cores)",
-        f"- CT model: {r['ct_model']}; MR model: {r['mr_model'] or 'none'}",
-        f"- slices sampled (CT): {r['slices_sampled_ct']}",
-        f"- MR labels without a CT counterpart: {', '.join(r['unmapped_mr_labels']) or 'none'}",
+        f"- device: {r['device']}; sampler: {r['sampler']}",
+        f"- CT model: {r['ct_model']}; MR model: {r['mr_model'] or 'none'}"
+        + (f" (sequence {r['mr_sequence']})" if r.get("mr_sequence") else ""),
+        f"- slices sampled: CT {r['slices_sampled_ct']}" + (f", MR {r['slices_sampled_mr']}" if r["slices_sampled_mr"] else ""),
+        f"- CT labels without an MR counterpart: {', '.join(r['unmapped_mr_labels']) or 'none'}",
         "- timings (s): " + ", ".join(f"{k} {v}" for k, v in r["timings"].items()),
         "",
         "Files: " + ", ".join(r["files"].values()),

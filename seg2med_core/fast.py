@@ -132,6 +132,7 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
     if options.compile:
         module = torch.compile(network, mode=options.compile_mode, dynamic=False)
     takes_t = takes_timesteps(network)
+    cuda_graphs = options.compile and options.compile_mode == "reduce-overhead" and device.type == "cuda"
     autocast_dtype = AUTOCAST_DTYPES[options.autocast] if options.autocast else None
 
     def predict(x: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
@@ -142,9 +143,12 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
             if autocast_dtype is not None
             else contextlib.nullcontext()
         )
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.inference_mode(), ctx:
             out = module(x, timesteps) if takes_t else module(x)
-        return out.float().contiguous()
+        # CUDA-graph outputs live in static buffers that the next replay overwrites: copy them out
+        return out.float().clone() if cuda_graphs else out.float().contiguous()
 
     try:
         yield predict

@@ -19,6 +19,7 @@ from seg2med_core.errors import Seg2MedError
 #: outside it, and the paper windowed its ground truth the same way.
 CT_RANGE = (-1000.0, 1000.0)
 HIST_BINS = 256
+FSIM_BATCH = 16
 
 
 def ssim_map(pred: np.ndarray, real: np.ndarray, data_range: float) -> np.ndarray:
@@ -125,15 +126,19 @@ def _fsim(pred: np.ndarray, real: np.ndarray, mask: np.ndarray, lo: float, hi: f
     rows = [k for k in range(mask.shape[0]) if mask[k].any()]
     p = np.where(mask[rows], (pred[rows] - lo) / scale, 0.0).clip(0.0, 1.0)
     r = np.where(mask[rows], (real[rows] - lo) / scale, 0.0).clip(0.0, 1.0)
+    values = []
     with torch.no_grad():
-        values = piq.fsim(
-            torch.from_numpy(p.astype(np.float32))[:, None],
-            torch.from_numpy(r.astype(np.float32))[:, None],
-            data_range=1.0,
-            reduction="none",
-            chromatic=False,
-        )
-    return {"fsim": float(torch.as_tensor(values).float().mean())}
+        for start in range(0, len(rows), FSIM_BATCH):  # bounded memory for 512² slices
+            chunk = slice(start, start + FSIM_BATCH)
+            out = piq.fsim(
+                torch.from_numpy(p[chunk].astype(np.float32))[:, None],
+                torch.from_numpy(r[chunk].astype(np.float32))[:, None],
+                data_range=1.0,
+                reduction="none",
+                chromatic=False,
+            )
+            values.append(torch.as_tensor(out).float().reshape(-1))
+    return {"fsim": float(torch.cat(values).mean())}
 
 
 def dice_per_label(a: np.ndarray, b: np.ndarray, names: Mapping[int, str]) -> dict[str, float]:

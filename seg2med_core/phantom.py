@@ -260,7 +260,7 @@ class _Anatomy:
         s = height_cm / 175.0
         female = sex == "female"
         w = (height_cm / 175.0) ** 0.6 * rng.uniform(0.95, 1.05) * (0.94 if female else 1.0)
-        pw = (1.08 if female else 1.0) * rng.uniform(0.96, 1.04)
+        pw = (1.12 if female else 1.0) * rng.uniform(0.97, 1.03)
         fat = rng.uniform(0.8, 1.4) * (1.2 if female else 1.0)
         z, z_bot, z_top = 0.0, {}, {}
         for name, h in _LEVELS:
@@ -325,23 +325,53 @@ def _inside_contour(X: np.ndarray, Y: np.ndarray, a: np.ndarray, y_ant: np.ndarr
 
 
 # --------------------------------------------------------------------------------------------- canvas
+@dataclass
+class _Calibrated:
+    """A shape ``make(scale)`` whose visible volume (after clipping and later paints) should be ``target_ml``."""
+
+    make: Callable[[float], "_BoxMask | None"]
+    target_ml: float
+
+
 class _Canvas:
-    """Label volume painted in priority order; each structure is clipped to an allowed region."""
+    """Label volume painted in priority order; each structure is clipped to an allowed region.
+
+    ``paint`` only records; ``flush`` resolves the order: walking from the highest priority down it knows
+    which voxels later structures will take, so calibrated organs are sized on what stays visible.
+    """
 
     def __init__(self, grid: _Grid, ids: dict[str, int]) -> None:
         self.grid = grid
         self.ids = ids
         self.labels = np.zeros(grid.shape, dtype=np.uint16)
+        self._ops: list[tuple[str, _BoxMask | _Calibrated | None, np.ndarray | None]] = []
 
-    def paint(self, name: str, shape: _BoxMask | None, clip: np.ndarray | None) -> None:
-        if shape is None:
-            return
+    def paint(self, name: str, shape: _BoxMask | _Calibrated | None, clip: np.ndarray | None) -> None:
         if name not in self.ids:
             raise KeyError(f"'{name}' is not a class of the total label set")
-        sl, mask = shape
-        if clip is not None:
-            mask = mask & clip[sl]
-        self.labels[sl][mask] = self.ids[name]
+        self._ops.append((name, shape, clip))
+
+    def flush(self) -> np.ndarray:
+        voxel_ml = float(np.prod(self.grid.spacing)) / 1000.0
+        covered = np.zeros(self.grid.shape, dtype=bool)
+        resolved: list[_BoxMask | None] = [None] * len(self._ops)
+        for i in range(len(self._ops) - 1, -1, -1):
+            _name, shape, clip = self._ops[i]
+            if isinstance(shape, _Calibrated):
+                allowed = ~covered if clip is None else clip & ~covered
+                shape = _calibrated(shape.make, shape.target_ml, voxel_ml, allowed)
+            if shape is None:
+                continue
+            sl, mask = shape
+            if clip is not None:
+                mask = mask & clip[sl]
+            covered[sl] |= mask
+            resolved[i] = (sl, mask)
+        for (name, _shape, _clip), res in zip(self._ops, resolved):
+            if res is not None:
+                self.labels[res[0]][res[1]] = self.ids[name]
+        self._ops.clear()
+        return self.labels
 
 
 def _side(sign: float) -> str:
@@ -385,16 +415,20 @@ def _diaphragm(an: _Anatomy, X: np.ndarray, Y: np.ndarray, apex_r: float, apex_l
     return apex - np.minimum(lateral + posterior + anterior, 130.0 * an.s)
 
 
-def _calibrated(make: Callable[[float], _BoxMask | None], target_ml: float, voxel_ml: float, clip: np.ndarray | None) -> _BoxMask | None:
-    """Evaluate ``make(scale)``, rescale once so the clipped volume hits ``target_ml``."""
-    first = make(1.0)
-    if first is None:
-        return None
-    sl, mask = first
-    vol = float((mask & clip[sl]).sum() if clip is not None else mask.sum()) * voxel_ml
-    if vol <= 0:
-        return first
-    return make(float(np.clip((target_ml / vol) ** (1 / 3), 0.7, 1.4)))
+def _calibrated(make: Callable[[float], _BoxMask | None], target_ml: float, voxel_ml: float, clip: np.ndarray | None, rounds: int = 4) -> _BoxMask | None:
+    """Evaluate ``make(scale)`` and rescale (``rounds`` times) so the clipped volume approaches ``target_ml``."""
+    scale = 1.0
+    shape = make(scale)
+    for _ in range(rounds):
+        if shape is None:
+            return None
+        sl, mask = shape
+        vol = float((mask & clip[sl]).sum() if clip is not None else mask.sum()) * voxel_ml
+        if vol <= 0 or abs(vol / target_ml - 1.0) < 0.03:
+            return shape
+        scale = float(np.clip(scale * (target_ml / vol) ** (1 / 3), 0.6, 1.6))
+        shape = make(scale)
+    return shape
 
 
 def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, float], region: str) -> tuple[np.ndarray, _Grid]:
@@ -415,7 +449,6 @@ def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, f
     origin = np.array([-0.5 * (size[0] - 1) * sp[0], y0, z_lo])
     grid = _Grid(origin=origin, spacing=sp, shape=(int(size[2]), int(size[1]), int(size[0])))
     cv = _Canvas(grid, {name: i for i, name in names_for("total").items()})
-    voxel_ml = float(np.prod(sp)) / 1000.0
 
     Xf, Yf, Zf = grid.axes(grid.full())
     prof = an.profiles(Zf[:, 0, 0])
@@ -501,53 +534,50 @@ def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, f
     stomach_r = np.array([40, 37, 30, 24, 14], float) * w * rng.uniform(0.9, 1.1)
     cv.paint("stomach", _sweep(grid, stomach, np.repeat(stomach_r[:, None], 3, axis=1)), abdomen_cav)
 
-    organ_f = 0.88 if female else 1.0
-    height_f = (height_cm / 175.0) ** 1.5
+    # organ size factor: sex and (weakly) height, bounded so the sampled volumes stay in SIZE_RANGES
+    size_f = float(np.clip((0.92 if female else 1.0) * (height_cm / 175.0) ** 0.75, 0.85, 1.15))
     rot_liver = _rotation(deg_z=rng.uniform(-8, 8), deg_y=rng.uniform(-6, 6))
-    liver_ml = rng.uniform(1250, 1850) * organ_f * height_f
-    cv.paint("liver", _calibrated(
+    liver_ml = rng.uniform(1300, 1700) * size_f
+    cv.paint("liver", _Calibrated(
         lambda k: _superquadric(grid, liver_c, liver_r0 * k, rot_liver, e_h=2.3, taper=0.55, wobble=0.06, rng=np.random.default_rng(seed + 11)),
-        liver_ml, voxel_ml, abdomen_cav), abdomen_cav)
+        liver_ml), abdomen_cav)
 
     spleen_c = np.array([88.0 * w, float(ys(zc("T11"))) + 32.0, zc("T11") - 8 * s]) + j(5)
-    spleen_ml = rng.uniform(140, 260) * organ_f * height_f
+    spleen_ml = rng.uniform(140, 250) * size_f
     rot_spleen = _rotation(deg_z=rng.uniform(25, 40), deg_x=rng.uniform(-10, 10))
-    cv.paint("spleen", _calibrated(
+    cv.paint("spleen", _Calibrated(
         lambda k: _superquadric(grid, spleen_c, np.array([22.0, 55.0, 50.0]) * k, rot_spleen, wobble=0.08, rng=np.random.default_rng(seed + 12)),
-        spleen_ml, voxel_ml, abdomen_cav), abdomen_cav)
+        spleen_ml), abdomen_cav)
 
     kidney_tops: dict[float, np.ndarray] = {}
     for sign in (1.0, -1.0):
         zk = zc("L1") - 8 * s if sign > 0 else zc("L2") + 5 * s
         c = np.array([sign * 72.0 * w, float(ys(zk)) + 28.0, zk]) + j(4)
-        length = rng.uniform(105, 122) * s**0.5 * (0.97 if female else 1.0)
-        radii = np.array([26.0 * w, 21.0 * w, length / 2])
+        length = rng.uniform(107, 121) * s**0.3 * (0.97 if female else 1.0)
+        radii = np.array([28.0 * w, 23.0 * w, length / 2])
         rot = _rotation(deg_x=-rng.uniform(10, 20), deg_y=sign * -rng.uniform(8, 16), deg_z=sign * -rng.uniform(20, 35))
-        sq = _superquadric(grid, c, radii, rot, wobble=0.04, rng=rng)
-        hilum = _superquadric(grid, c + rot @ np.array([-sign * 24.0 * w, -8.0, 0.0]), np.array([12.0, 10.0, 18.0]), rot)
-        if sq is not None and hilum is not None:
-            hsl, hm = hilum
-            sl, m = sq
-            full = np.zeros(grid.shape, bool)
-            full[sl] = m
-            full[hsl] &= ~hm
-            sq = (sl, full[sl])
-        cv.paint(f"kidney_{_side(sign)}", sq, abdomen_cav)
+        kidney_ml = rng.uniform(135, 190) * size_f
+        cv.paint(f"kidney_{_side(sign)}", _Calibrated(
+            lambda k, c=c, radii=radii, rot=rot, sign=sign: _kidney(grid, c, radii, rot, k, sign, np.random.default_rng(seed + 20 + int(sign))),
+            kidney_ml), abdomen_cav)
         kidney_tops[sign] = c + rot @ np.array([0.0, 0.0, radii[2]])
 
-    cv.paint("pancreas", _sweep(grid, np.array([
+    pancreas_pts = np.array([
         pt(-36 * w, ys(zc("L2")) - 32, zc("L2") + 10 * s, 3), pt(-8, ys(zc("L1")) - 48, zc("L1"), 3),
         pt(35 * w, ys(zc("L1")) - 35, zc("L1") + 10 * s, 3), pt(72 * w, ys(zc("T12")) + 5, zc("T12") - 4 * s, 3),
-    ]), np.array([[18, 15, 22], [12, 10, 12], [11, 9, 11], [10, 8, 10]], float) * w), abdomen_cav)
+    ])
+    pancreas_r = np.array([[18, 15, 22], [12, 10, 12], [11, 9, 11], [10, 8, 10]], float) * w
+    cv.paint("pancreas", _Calibrated(
+        lambda k: _sweep(grid, pancreas_pts, pancreas_r * k**1.5), rng.uniform(55, 85) * size_f), abdomen_cav)
 
     bladder_c = np.array([0.0, -48.0 * w, -78.0 * s + (8.0 if not female else 0.0)]) + j(4)
-    bladder_ml = rng.uniform(150, 380)
-    cv.paint("urinary_bladder", _calibrated(
+    cv.paint("urinary_bladder", _Calibrated(
         lambda k: _superquadric(grid, bladder_c, np.array([46.0, 36.0, 36.0]) * k, wobble=0.05, rng=np.random.default_rng(seed + 13)),
-        bladder_ml, voxel_ml, cav), cav)
+        rng.uniform(150, 380)), cav)
     if not female:
-        pr_r = np.array([20.0, 15.0, 17.0]) * (rng.uniform(18, 30) / 21.4) ** (1 / 3)
-        cv.paint("prostate", _superquadric(grid, np.array([0.0, -40.0 * w, -122.0 * s]) + j(2), pr_r), cav)
+        cv.paint("prostate", _Calibrated(
+            lambda k, c=np.array([0.0, -40.0 * w, -122.0 * s]) + j(2): _superquadric(grid, c, np.array([20.0, 15.0, 17.0]) * k),
+            rng.uniform(18, 30)), cav)
 
     heart_c = np.array([25.0 * w, -72.0 * w, apex_r + 50.0 * s]) + j(4)
     heart = _superquadric(grid, heart_c, np.array([68.0, 48.0, 52.0]) * w, _rotation(deg_z=35), wobble=0.04, rng=rng)
@@ -555,9 +585,9 @@ def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, f
 
     gb_c = liver_c + np.array([18.0 * w, -55.0 * w, -45.0 * s]) + j(4)
     gb_ml = rng.uniform(22, 45)
-    cv.paint("gallbladder", _calibrated(
-        lambda k: _superquadric(grid, gb_c, np.array([14.0, 15.0, 38.0]) * k, _rotation(deg_x=35, deg_z=-20), e_v=2.2),
-        gb_ml, voxel_ml, abdomen_cav), abdomen_cav)
+    cv.paint("gallbladder", _Calibrated(
+        lambda k: _superquadric(grid, gb_c, np.array([14.0, 15.0, 38.0]) * k, _rotation(deg_x=35, deg_z=-20), e_v=2.2), gb_ml),
+        abdomen_cav)
 
     for sign, top in kidney_tops.items():
         c = top + np.array([-sign * 14.0, -8.0, 10.0 * s])
@@ -609,7 +639,21 @@ def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, f
     _paint_pelvis(cv, an, clip=fat_in, rng=rng)
     for name, _h in _LEVELS:
         _paint_vertebra(cv, an, name, canal_y, fat_in)
-    return cv.labels, grid
+    return cv.flush(), grid
+
+
+def _kidney(grid: _Grid, c: np.ndarray, radii: np.ndarray, rot: np.ndarray, k: float, sign: float, rng: np.random.Generator) -> _BoxMask | None:
+    """Bean-shaped kidney: ellipsoid (width/depth scaled by ``k^1.5``, length fixed) minus a medial hilum."""
+    r = radii * np.array([k**1.5, k**1.5, 1.0])
+    shape = _superquadric(grid, c, r, rot, wobble=0.04, rng=rng)
+    hilum = _superquadric(grid, c + rot @ np.array([-sign * 0.85 * r[0], -8.0, 0.0]), np.array([12.0, 10.0, 18.0]), rot)
+    if shape is None or hilum is None:
+        return shape
+    sl, mask = shape
+    full = np.zeros(grid.shape, bool)
+    full[sl] = mask
+    full[hilum[0]] &= ~hilum[1]
+    return sl, full[sl]
 
 
 def _paint_vertebra(cv: _Canvas, an: _Anatomy, level: str, canal_y: Callable[[float], np.ndarray], clip: np.ndarray) -> None:

@@ -1,11 +1,15 @@
 """Synthesis pipeline: segmentation (+ optional real image) → prior → 2D slices → sampler → volume.
 
 The pipeline owns the order of operations and the geometry; the sampler owns the denoising loop and the
-bundle owns the network. Every output is returned in exactly the segmentation's geometry.
+bundle owns the network. Every output is returned in exactly the segmentation's geometry
+(``CopyInformation`` from the segmentation after the inverse slice chain). Nothing is written here:
+callers write the results only after every computation has succeeded.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,38 +33,47 @@ from seg2med_core.preprocess import (
 from seg2med_core.prior import normalise_prior, prior_image
 from seg2med_core.sampler import SamplerConfig, predict_regression, sample_slices
 
-ProgressFn = Any  # Callable[[int, int, str], None] | None
-CancelFn = Any  # Callable[[], bool] | None
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+InfoFn = Callable[[str], None]
 
 #: Intensity scale of synthetic MR volumes when no real MR is given: model space [0, 1] × this value.
 MR_OUTPUT_SCALE = 1000.0
-#: Slices whose body area is below this fraction of the slice are not sampled (left as background).
+#: Slices whose body area is below this fraction of the model slice are not sampled (left as background).
 MIN_BODY_FRACTION = 0.002
+#: HU written outside the body contour of a synthetic CT (air; the bottom of the model's HU window).
+CT_BACKGROUND_HU = -1000
 
-MR_LABEL_SETS = ("total_mr",)
-CT_LABEL_SETS = ("total", "total_v1", "total_v3")
+MR_LABEL_SETS = ("total_mr", "tissue_types_mr")
 
 
 @dataclass
 class SynthesisResult:
-    """Synthetic volume (HU for CT, arbitrary units for MR) and what it was made from."""
+    """Synthetic volume (int16 HU for CT, float32 for MR) and what it was made from, all in the seg's geometry."""
 
     image: sitk.Image
     prior: sitk.Image
     body: np.ndarray
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
     slices_sampled: int = 0
+    seconds_sampling: float = 0.0
 
 
 def segmentation_modality(seg: Segmentation) -> str:
-    """``"mr"`` for ``total_mr`` label sets, ``"ct"`` otherwise."""
+    """``"mr"`` for the MR label sets (``total_mr``), ``"ct"`` otherwise."""
     return "mr" if seg.label_set in MR_LABEL_SETS else "ct"
 
 
-def _body_mask(seg: Segmentation, image: sitk.Image | None, image_modality: str | None) -> np.ndarray:
+def body_mask(seg: Segmentation, image: sitk.Image | None = None, image_modality: str | None = None) -> np.ndarray:
+    """Body contour in the segmentation's (z, y, x) order: from ``image`` when given, else from the labels."""
     if image is not None:
+        check_same_geometry(seg.image, image, "segmentation", "image")
         return body_mask_from_image(image, image_modality or segmentation_modality(seg))
-    return body_mask_from_segmentation(sitk.GetArrayFromImage(seg.image), seg.image.GetSpacing())
+    return body_mask_from_segmentation(seg.image)
+
+
+# Backwards-compatible private name used by the first CLI draft.
+_body_mask = body_mask
 
 
 def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:
@@ -69,6 +82,61 @@ def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:
     if modality == "ct":
         return normalise_ct(arr)
     return normalise_mr(arr)[0]
+
+
+def check_compatible(seg: Segmentation, bundle: Bundle) -> None:
+    """Raise unless the segmentation's label set belongs to the modality the bundle makes."""
+    meta = bundle.metadata
+    seg_modality = segmentation_modality(seg)
+    if seg_modality != meta.modality:
+        raise Seg2MedError(
+            f"segmentation label set '{seg.label_set}' is for {seg_modality.upper()} but model '{meta.name}' makes "
+            f"{meta.modality.upper()}: convert the labels first (seg2med convert --to {meta.modality})"
+        )
+
+
+def _timed_progress(
+    progress: ProgressFn | None, info: InfoFn | None, n_slices: int, steps: int
+) -> tuple[ProgressFn | None, Callable[[], float]]:
+    """Wrap ``progress`` so the first sampling step is timed and an honest total estimate goes to ``info``.
+
+    The estimate is ``slices × steps × seconds per slice-step``, with the seconds per slice-step measured on
+    the first (batched) step, so it includes the real batch size and device. Returns the wrapped callback and
+    a function giving the seconds since sampling began.
+    """
+    state: dict[str, float] = {}
+
+    def elapsed() -> float:
+        return time.perf_counter() - state["t0"] if "t0" in state else 0.0
+
+    def wrapped(done: int, total: int, message: str) -> None:
+        now = time.perf_counter()
+        if "t0" not in state:
+            state["t0"] = now
+        elif "estimated" not in state and done >= 1 and total > 0:
+            state["estimated"] = 1.0
+            first = now - state["t0"]
+            per_slice_step = first * total / max(1, done) / max(1, n_slices * steps)
+            estimate = per_slice_step * n_slices * steps
+            if info is not None:
+                info(
+                    f"estimated {message} time: {format_seconds(estimate)} "
+                    f"({n_slices} slices × {steps} steps × {per_slice_step:.3g} s per slice-step, measured on the first step)"
+                )
+        if progress is not None:
+            progress(done, total, message)
+
+    return wrapped, elapsed
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s`` or ``1 h 02 min`` — for people, not parsers."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{max(seconds, 0):.0f} s" if seconds >= 1 else f"{seconds:.2f} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 def synthesize(
@@ -81,30 +149,29 @@ def synthesize(
     sampler: SamplerConfig | None = None,
     device: torch.device | str = "cpu",
     tissue_table: str | Path | None = None,
-    progress: ProgressFn = None,
-    cancel: CancelFn = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    info: InfoFn | None = None,
 ) -> SynthesisResult:
-    """Synthesise a volume of the bundle's modality from ``seg``.
+    """Synthesise a volume of the bundle's modality from ``seg``, in exactly ``seg``'s geometry.
 
     ``image`` is the real image the segmentation came from (optional): it gives the body contour and, when it
-    has the bundle's modality, the reference for ``metrics``. ``body`` overrides the contour (bool array in
-    the segmentation's (z, y, x) order).
+    has the bundle's modality (``image_modality``, default: the segmentation's), the reference for
+    ``metrics`` (SSIM/PSNR/MAE/HistCC inside the body). ``body`` overrides the contour (bool array in the
+    segmentation's (z, y, x) order). ``info`` receives human-readable lines (plan, time estimate).
+    Only slices that contain body are sampled; the rest stay background.
     """
     meta = bundle.metadata
     modality = meta.modality
-    seg_modality = segmentation_modality(seg)
-    if seg_modality != modality:
-        raise Seg2MedError(
-            f"segmentation label set '{seg.label_set}' is for {seg_modality.upper()} but model '{meta.name}' makes "
-            f"{modality.upper()}: convert the labels first (seg2med convert --to {modality})"
-        )
-    if image is not None:
-        check_same_geometry(seg.image, image, "segmentation", "image")
+    check_compatible(seg, bundle)
     if body is None:
-        body = _body_mask(seg, image, image_modality)
+        body = body_mask(seg, image, image_modality)
+    elif image is not None:
+        check_same_geometry(seg.image, image, "segmentation", "image")
     body = np.asarray(body, dtype=bool)
-    if body.shape != sitk.GetArrayViewFromImage(seg.image).shape:
-        raise Seg2MedError(f"body mask shape {body.shape} does not match the segmentation {seg.image.GetSize()[::-1]}")
+    seg_shape = sitk.GetArrayViewFromImage(seg.image).shape
+    if body.shape != seg_shape:
+        raise Seg2MedError(f"body mask shape {body.shape} does not match the segmentation's {seg_shape} (z, y, x)")
     if not body.any():
         raise Seg2MedError("the body contour is empty: nothing to synthesise")
 
@@ -112,38 +179,63 @@ def synthesize(
     prior01 = normalise_prior(sitk.GetArrayFromImage(prior), modality, meta.sequence).astype(np.float32)
 
     grid = SliceGrid.from_image(seg.image, spacing_xy=meta.spacing_xy, size=meta.image_size)
-    prior_stack = grid.forward_array(prior01, interpolator="linear")
-    body_stack = grid.forward_array(body.astype(np.float32), interpolator="nearest") > 0.5
+    prior_stack = np.clip(grid.forward_array(prior01, interpolator="linear"), 0.0, 1.0)
+    body_stack = grid.forward_array(body, interpolator="nearest").astype(bool)
     keep = body_stack.reshape(body_stack.shape[0], -1).mean(axis=1) >= MIN_BODY_FRACTION
-    out_stack = np.zeros_like(prior_stack, dtype=np.float32)
-    if keep.any():
-        config = sampler or SamplerConfig()
+    config = sampler or SamplerConfig()
+    out_stack = np.zeros(prior_stack.shape, dtype=np.float32)
+    n_keep = int(keep.sum())
+    seconds = 0.0
+    if n_keep:
+        steps = 1 if meta.model_kind == "regression" else config.steps
+        if info is not None:
+            what = "regression" if meta.model_kind == "regression" else f"{config.kind}, {config.steps} steps"
+            info(
+                f"model '{meta.name}' ({modality.upper()}, {what}) on {device}: {n_keep} of {grid.n_slices} slices "
+                f"contain body, {meta.image_size}² px at {meta.spacing_xy:g} mm"
+            )
+        timed, elapsed = _timed_progress(progress, info, n_keep, steps)
         if meta.model_kind == "regression":
-            generated = predict_regression(bundle.network, prior_stack[keep], config, device, progress=progress, cancel=cancel)
+            generated = predict_regression(bundle.network, prior_stack[keep], config, device, progress=timed, cancel=cancel)
         else:
             generated = sample_slices(
-                bundle.network, meta.scheduler, prior_stack[keep], config, device, progress=progress, cancel=cancel
+                bundle.network,
+                meta.scheduler,
+                prior_stack[keep],
+                config,
+                device,
+                progress=timed,
+                cancel=cancel,
+                slice_indices=np.flatnonzero(keep).tolist(),
             )
+        seconds = elapsed()
         out_stack[keep] = generated
     if cancel is not None and cancel():
         raise Cancelled("synthesis cancelled")
 
     out01 = grid.inverse_array(out_stack, interpolator="linear")
     out01 = np.where(body, np.clip(out01, 0.0, 1.0), 0.0).astype(np.float32)
+    real_is_target = image is not None and (image_modality or segmentation_modality(seg)) == modality
     if modality == "ct":
-        values = np.round(denormalise_ct(out01)).astype(np.int16)
+        hu = np.where(body, np.round(denormalise_ct(out01)), CT_BACKGROUND_HU)
+        values: np.ndarray = hu.astype(np.int16)
+    elif real_is_target:
+        assert image is not None
+        _, (lo, hi) = normalise_mr(sitk.GetArrayFromImage(image))
+        values = np.where(body, out01 * np.float32(hi - lo) + np.float32(lo), 0.0).astype(np.float32)
     else:
         values = (out01 * MR_OUTPUT_SCALE).astype(np.float32)
     result_img = sitk.GetImageFromArray(values)
     result_img.CopyInformation(seg.image)
 
-    result = SynthesisResult(image=result_img, prior=prior, body=body, slices_sampled=int(keep.sum()))
-    if image is not None and (image_modality or seg_modality) == modality:
+    result = SynthesisResult(image=result_img, prior=prior, body=body, slices_sampled=n_keep, seconds_sampling=seconds)
+    if real_is_target:
+        assert image is not None
         result.metrics = compare_to_real(out01, image, body, modality)
     return result
 
 
-def compare_to_real(synthetic01: np.ndarray, real: sitk.Image, body: np.ndarray, modality: str) -> dict[str, float]:
+def compare_to_real(synthetic01: np.ndarray, real: sitk.Image, body: np.ndarray, modality: str) -> dict[str, Any]:
     """SSIM/PSNR/MAE/HistCC inside the body; CT in HU (MAE in HU), MR in model space [0, 1]."""
     from seg2med_core.metrics import image_metrics
 
@@ -162,19 +254,24 @@ def convert(
     sampler: SamplerConfig | None = None,
     device: torch.device | str = "cpu",
     tissue_table: str | Path | None = None,
-    progress: ProgressFn = None,
-    cancel: CancelFn = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+    info: InfoFn | None = None,
 ) -> tuple[SynthesisResult, labels_mod.ConversionReport | None]:
-    """MR→CT or CT→MR: convert the labels, take the body contour from the source image, synthesise."""
+    """MR→CT or CT→MR: convert the labels, take the body contour from the source image, synthesise.
+
+    The result lies in the source image's geometry; the report lists classes without a counterpart
+    (``None`` when no conversion was needed).
+    """
     if to_modality not in ("ct", "mr"):
         raise Seg2MedError(f"target modality must be 'ct' or 'mr', got '{to_modality}'")
     check_modality(bundle, to_modality)
     check_same_geometry(seg.image, image, "segmentation", "image")
     source_modality = segmentation_modality(seg)
-    body = body_mask_from_image(image, source_modality)
     report = None
     if source_modality != to_modality:
         seg, report = convert_segmentation(seg, "total_mr" if to_modality == "mr" else "total")
+    body = body_mask_from_image(image, source_modality)
     result = synthesize(
         seg,
         bundle,
@@ -184,6 +281,7 @@ def convert(
         tissue_table=tissue_table,
         progress=progress,
         cancel=cancel,
+        info=info,
     )
     return result, report
 
@@ -192,7 +290,10 @@ def convert_segmentation(seg: Segmentation, dst: str) -> tuple[Segmentation, lab
     """Relabel ``seg`` into label set ``dst`` (geometry kept); tissue labels (≥ TISSUE_OFFSET) pass through."""
     arr = sitk.GetArrayFromImage(seg.image)
     converted, report = labels_mod.convert_labels(arr, seg.label_set, dst)
+    if not converted.any():
+        raise Seg2MedError(
+            f"no class of the segmentation has a counterpart in '{dst}' ({report.summary()}); nothing is left to synthesise"
+        )
     out = sitk.GetImageFromArray(converted.astype(np.uint16))
     out.CopyInformation(seg.image)
-    names = labels_mod.names_for(dst)
-    return Segmentation(image=out, names=names, label_set=dst), report
+    return Segmentation(image=out, names=labels_mod.names_for(dst), label_set=dst), report

@@ -136,9 +136,15 @@ _SLICE_CONNECTIVITY[1] = True  # 8-connected in-plane, never across slices
 
 
 def _edt(mask: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
-    # A huge slice spacing keeps every distance within its own axial slice (a slice with no zero at all
-    # gets distances ≥ 1e6 mm, which is what a per-slice transform would treat as "infinitely far").
-    return ndimage.distance_transform_edt(mask, sampling=(1e6, spacing_yx[0], spacing_yx[1]))
+    """Per-slice Euclidean distance (mm) of every True pixel to the nearest False pixel of its slice;
+    ``inf`` in slices without any False pixel."""
+    out = np.empty(mask.shape, dtype=np.float32)
+    for k, plane in enumerate(mask):
+        if plane.all():
+            out[k] = np.inf
+        else:
+            out[k] = ndimage.distance_transform_edt(plane, sampling=spacing_yx)
+    return out
 
 
 def _erode(mask: np.ndarray, r_mm: float, sp: tuple[float, float]) -> np.ndarray:
@@ -161,9 +167,12 @@ def _close(mask: np.ndarray, r_mm: float, sp: tuple[float, float]) -> np.ndarray
 
 def fill_holes_per_slice(mask: np.ndarray) -> np.ndarray:
     """Fill background regions that do not touch the in-plane border of their axial slice."""
-    lab, _ = ndimage.label(~mask, structure=_SLICE_CONNECTIVITY)
-    border = np.unique(np.concatenate([lab[:, [0, -1], :].ravel(), lab[:, :, [0, -1]].ravel()]))
-    return mask | ((lab > 0) & ~np.isin(lab, border))
+    lab, n = ndimage.label(~mask, structure=_SLICE_CONNECTIVITY)
+    touches_border = np.zeros(n + 1, dtype=bool)
+    touches_border[0] = True  # label 0 is the mask itself
+    touches_border[lab[:, [0, -1], :].ravel()] = True
+    touches_border[lab[:, :, [0, -1]].ravel()] = True
+    return mask | ~touches_border[lab]
 
 
 def _keep_main_components_per_slice(mask: np.ndarray, min_fraction: float) -> np.ndarray:
@@ -182,13 +191,17 @@ def _keep_main_components_per_slice(mask: np.ndarray, min_fraction: float) -> np
     return keep[lab]
 
 
-def _largest_component_3d(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)  # 6-connected in 3D
+def _largest_component_3d(mask: np.ndarray, min_fraction: float = 1.0) -> np.ndarray:
+    """Keep the 3D components (6-connected) of at least ``min_fraction`` × the largest's volume
+    (1.0: the largest only)."""
+    lab, n = ndimage.label(mask)
     if n <= 1:
         return mask
-    areas = np.bincount(lab.ravel())
-    areas[0] = 0
-    return lab == int(np.argmax(areas))
+    volumes = np.bincount(lab.ravel())
+    volumes[0] = 0
+    keep = volumes >= min_fraction * volumes.max()
+    keep[0] = False
+    return keep[lab]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,6 +222,12 @@ def _foreground(arr: np.ndarray, modality: Modality) -> np.ndarray:
     return arr > threshold
 
 
+WORK_SPACING_MM = 2.0
+#: With ``remove_arms=False``, separate 3D parts (arms not touching the torso) of at least this fraction of
+#: the largest part's volume are kept.
+SEPARATE_PART_FRACTION = 0.02
+
+
 def body_mask_from_image(
     img: sitk.Image,
     modality: str,
@@ -225,11 +244,14 @@ def body_mask_from_image(
     holes (lungs, bowel gas). Then the foreground is eroded by ``arm_opening_mm`` (a radius in mm, so it
     means the same at any spacing): thin structures (scanner table, cables, narrow contacts between an arm
     and the torso) vanish and the remaining cores are separate pieces. Per slice, cores smaller than
-    ``arm_area_fraction`` × the largest are arms (both legs are kept; ``remove_arms=False`` keeps all).
+    ``arm_area_fraction`` × the largest are arms (both legs are kept; ``remove_arms=False`` keeps them,
+    and separate 3D parts of ≥ ``SEPARATE_PART_FRACTION`` of the largest).
     Every foreground pixel goes to its nearest core; pixels of kept cores within ``arm_opening_mm +
     restore_mm`` form the body (so the contour keeps its detail). Finally the largest 3D component is
     kept, closed by ``closing_mm`` and hole-filled. Parts thinner than ``2 × arm_opening_mm`` that are not
-    attached to the torso (fingers, the very top of the head) are dropped.
+    attached to the torso (fingers, the very top of the head) are dropped. Finer scans are processed on a
+    working grid of about ``WORK_SPACING_MM`` in-plane and the result is intersected with the
+    full-resolution foreground (plus one working pixel of slack), so the contour keeps its full detail.
     """
     modality = check_modality(modality)
     if img.GetDimension() != 3:
@@ -237,17 +259,42 @@ def body_mask_from_image(
     arr, reo = _canonical_array(img)
     sp = _canonical_spacing_yx(img, reo)
     fg = fill_holes_per_slice(_foreground(np.asarray(arr, dtype=np.float32), modality))
+    # Shape decisions on a working grid of about WORK_SPACING_MM (fine scans are 5–10× faster this way);
+    # the detail of the contour comes back from the full-resolution foreground.
+    factors = (max(1, int(WORK_SPACING_MM // sp[0])), max(1, int(WORK_SPACING_MM // sp[1])))
+    coarse_fg = _block_majority(fg, factors)
+    coarse_sp = (sp[0] * factors[0], sp[1] * factors[1])
     fraction = arm_area_fraction if remove_arms else 0.0
-    body = np.zeros_like(fg)
-    for start in range(0, fg.shape[0], _SLAB):  # slabs bound the memory of the distance maps
-        part = slice(start, start + _SLAB)
-        body[part] = _main_body(fg[part], sp, arm_opening_mm, fraction, restore_mm)
-    body = _largest_component_3d(body)
-    body = fill_holes_per_slice(_close(body, closing_mm, sp))
+    part_fraction = 1.0 if remove_arms else SEPARATE_PART_FRACTION
+    body = _main_body(coarse_fg, coarse_sp, arm_opening_mm, fraction, restore_mm)
+    body = _largest_component_3d(body, part_fraction)
+    body = fill_holes_per_slice(_close(body, closing_mm, coarse_sp))
+    if factors != (1, 1):
+        reach = ndimage.binary_dilation(body, structure=_SLICE_CONNECTIVITY)  # one coarse pixel of slack
+        body = fg & _block_expand(reach, factors, fg.shape)
+        body = fill_holes_per_slice(_largest_component_3d(body, part_fraction))
     return np.ascontiguousarray(reo.inverse(body))
 
 
-_SLAB = 32
+
+def _block_majority(mask: np.ndarray, factors: tuple[int, int]) -> np.ndarray:
+    """Downsample in-plane by integer ``factors``: a coarse pixel is set when more than half of its block
+    is set (the array is padded with False to whole blocks)."""
+    fy, fx = factors
+    if (fy, fx) == (1, 1):
+        return mask
+    nz, ny, nx = mask.shape
+    py, px = -ny % fy, -nx % fx
+    padded = np.pad(mask, ((0, 0), (0, py), (0, px)))
+    blocks = padded.reshape(nz, (ny + py) // fy, fy, (nx + px) // fx, fx)
+    counts = blocks.sum(axis=(2, 4))
+    return counts * 2 > fy * fx
+
+
+def _block_expand(mask: np.ndarray, factors: tuple[int, int], shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`_block_majority`: repeat each coarse pixel over its block and crop to ``shape``."""
+    out = np.repeat(np.repeat(mask, factors[0], axis=1), factors[1], axis=2)
+    return out[:, : shape[1], : shape[2]]
 
 
 def _main_body(fg: np.ndarray, sp: tuple[float, float], r_mm: float, fraction: float, restore_mm: float) -> np.ndarray:

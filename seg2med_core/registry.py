@@ -24,22 +24,30 @@ from typing import Any, Callable
 from seg2med_core.errors import Seg2MedError
 
 ProgressFn = Callable[[int, int, str], None]
+#: File inside a cached download recording the archive checksum it came from.
+SHA_STAMP = ".seg2med-sha256"
 
 
 def user_dir() -> Path:
+    """Per-user seg2med folder (``SEG2MED_HOME`` or ``~/.seg2med``): registry and model cache."""
     return Path(os.environ.get("SEG2MED_HOME", str(Path.home() / ".seg2med")))
 
 
 def user_registry_path() -> Path:
+    """The user's registry file (``SEG2MED_REGISTRY`` or ``<user_dir>/model_registry.json``)."""
     return Path(os.environ.get("SEG2MED_REGISTRY", str(user_dir() / "model_registry.json")))
 
 
 def shipped_data_dir() -> Path:
+    """``seg2med_core/data`` (shipped registry, tables, demo models)."""
     return Path(str(resources.files("seg2med_core") / "data"))
 
 
 @dataclass
 class RegistryEntry:
+    """One named model: a local ``path`` (relative paths are relative to the registry file) or a ``url``
+    of a zip archive with its ``sha256``."""
+
     name: str
     modality: str
     path: str | None = None
@@ -52,6 +60,7 @@ class RegistryEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path) -> "RegistryEntry":
+        """Parse one registry item; ``base`` is the folder of the registry file."""
         known = {k: d.get(k) for k in ("name", "modality", "path", "url", "sha256", "sequence")}
         if not known["name"] or known["modality"] not in ("ct", "mr"):
             raise Seg2MedError(f"registry entry {d!r} needs a name and modality 'ct' or 'mr'")
@@ -61,37 +70,49 @@ class RegistryEntry:
         return cls(description=d.get("description", ""), licence=d.get("licence", ""), extra=rest, **known)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form written to a registry file (empty fields omitted)."""
         d = {k: v for k, v in self.__dict__.items() if k != "extra" and v not in (None, "")}
         d.update(self.extra)
         return d
 
 
+def _read_registry_file(path: Path) -> dict[str, Any]:
+    """Parse one registry file; one-line errors for bad JSON or a wrong layout."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Seg2MedError(f"model registry '{path}' is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
+        raise Seg2MedError(f"model registry '{path}' must be a JSON object with a 'models' list")
+    return data
+
+
 def load_registry(path: str | Path | None = None) -> list[RegistryEntry]:
     """Entries of the shipped registry followed by the user's (user entries override same names)."""
-    files = [shipped_data_dir() / "model_registry.json"]
-    files.append(Path(path) if path else user_registry_path())
+    files = [shipped_data_dir() / "model_registry.json", Path(path) if path else user_registry_path()]
     entries: dict[str, RegistryEntry] = {}
     for f in files:
         if not f.exists():
             continue
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise Seg2MedError(f"model registry '{f}' is not valid JSON: {exc}") from exc
-        for item in data.get("models", []):
+        for item in _read_registry_file(f).get("models", []):
+            if not isinstance(item, dict):
+                raise Seg2MedError(f"model registry '{f}' has an entry that is not an object: {item!r}")
             entry = RegistryEntry.from_dict(item, f.parent)
             entries[entry.name] = entry
     return list(entries.values())
 
 
 def register_bundle(bundle_dir: str | Path, name: str | None = None, registry: str | Path | None = None) -> RegistryEntry:
-    """Add a local bundle folder to the user's registry (atomic rewrite) and return its entry."""
-    from seg2med_core.bundle import load_metadata
+    """Add a local bundle folder to the user's registry (atomic rewrite) and return its entry.
 
-    bundle_dir = Path(bundle_dir).resolve()
-    meta = load_metadata(bundle_dir)
+    The bundle's metadata is validated first; an entry of the same name is replaced.
+    """
+    from seg2med_core.bundle import read_metadata
+
+    bundle_dir = Path(bundle_dir).expanduser().resolve()
+    meta = read_metadata(bundle_dir)
     reg_path = Path(registry) if registry else user_registry_path()
-    data = json.loads(reg_path.read_text()) if reg_path.exists() else {"schema": 1, "models": []}
+    data = _read_registry_file(reg_path) if reg_path.exists() else {"schema": 1, "models": []}
     entry = RegistryEntry(
         name=name or meta.name,
         modality=meta.modality,
@@ -103,13 +124,19 @@ def register_bundle(bundle_dir: str | Path, name: str | None = None, registry: s
     data["models"] = [m for m in data.get("models", []) if m.get("name") != entry.name] + [entry.to_dict()]
     reg_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=reg_path.name + ".tmp-", dir=reg_path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, reg_path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, reg_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return entry
 
 
 def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -117,15 +144,30 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def cache_dir_for(entry: RegistryEntry) -> Path:
+    """Where a downloaded bundle of ``entry`` is unpacked (``~/.seg2med/models/<name>``)."""
+    return user_dir() / "models" / entry.name
+
+
 def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, timeout: float = 30.0) -> Path:
-    """Download and verify a registry entry's zip into the user cache; return the bundle folder."""
+    """Download, verify (SHA-256) and unpack a registry entry's zip into the user cache; return the folder.
+
+    Nothing is cached unless the checksum matches and the archive holds exactly one valid bundle
+    (``metadata.json`` parses); a cached copy made from another checksum is replaced.
+    """
+    from seg2med_core.bundle import read_metadata
+
     if not entry.url:
         raise Seg2MedError(f"model '{entry.name}' has no url to download from")
-    target = user_dir() / "models" / entry.name
-    if (target / "metadata.json").exists():
+    if not entry.sha256:
+        raise Seg2MedError(f"model '{entry.name}' has a url but no sha256 in the registry; refusing an unverified download")
+    expected = entry.sha256.lower()
+    target = cache_dir_for(entry)
+    stamp = target / SHA_STAMP
+    if (target / "metadata.json").exists() and stamp.exists() and stamp.read_text().strip() == expected:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmpdir:
+    with tempfile.TemporaryDirectory(prefix=f".{entry.name}.download-", dir=target.parent) as tmpdir:
         archive = Path(tmpdir) / "bundle.zip"
         try:
             with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(archive, "wb") as fh:
@@ -136,38 +178,59 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
                     done += len(chunk)
                     if progress:
                         progress(done, total, f"downloading {entry.name}")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise Seg2MedError(f"could not download model '{entry.name}' from {entry.url}: {exc}") from exc
-        if entry.sha256:
-            digest = sha256_of(archive)
-            if digest != entry.sha256.lower():
-                raise Seg2MedError(f"model '{entry.name}' download is corrupt: sha256 {digest} != expected {entry.sha256}")
+        digest = sha256_of(archive)
+        if digest != expected:
+            raise Seg2MedError(f"model '{entry.name}' download from {entry.url} is corrupt: sha256 {digest} != expected {expected}")
         unpacked = Path(tmpdir) / "unpacked"
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(unpacked)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(unpacked)
+        except zipfile.BadZipFile as exc:
+            raise Seg2MedError(f"model '{entry.name}' download from {entry.url} is not a zip archive: {exc}") from exc
         found = [p.parent for p in unpacked.rglob("metadata.json")]
         if len(found) != 1:
             raise Seg2MedError(f"model '{entry.name}' archive holds {len(found)} bundles, expected one")
-        shutil.move(str(found[0]), str(target))
+        read_metadata(found[0])  # a broken bundle is never cached
+        (found[0] / SHA_STAMP).write_text(expected + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(found[0], target)
     return target
 
 
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.startswith(".") or text.startswith("~")
+
+
 def resolve_bundle_path(name_or_path: str | Path, registry: str | Path | None = None, progress: ProgressFn | None = None) -> Path:
-    """A bundle folder from a path, or from a registry name (downloading if needed)."""
-    p = Path(name_or_path)
-    if p.exists():
+    """A bundle folder from a path, or from a registry name (downloading if needed).
+
+    Something that looks like a path (contains a slash) is never looked up by name, so a mistyped
+    folder gets the error "model bundle '...' does not exist" rather than a registry listing.
+    """
+    text = str(name_or_path)
+    p = Path(text).expanduser()
+    if p.exists() or isinstance(name_or_path, Path) or _looks_like_path(text):
+        if not p.exists():
+            raise Seg2MedError(f"model bundle '{p}' does not exist")
         return p
-    for entry in load_registry(registry):
-        if entry.name == str(name_or_path):
+    entries = load_registry(registry)
+    for entry in entries:
+        if entry.name == text:
             if entry.path:
-                return Path(entry.path)
+                path = Path(entry.path)
+                if not path.exists():
+                    raise Seg2MedError(f"model '{text}' is registered at '{path}', which does not exist (not installed?)")
+                return path
             return download_entry(entry, progress)
-    names = ", ".join(e.name for e in load_registry(registry)) or "none"
-    raise Seg2MedError(f"model '{name_or_path}' is neither a bundle folder nor a registry name (known: {names})")
+    names = ", ".join(e.name for e in entries) or "none"
+    raise Seg2MedError(f"model '{text}' is neither a bundle folder nor a registry name (known: {names})")
 
 
-def resolve_bundle(name_or_path: str | Path, device: Any = "cpu", registry: str | Path | None = None):
-    """Load a bundle given a folder or a registry name."""
+def resolve_bundle(name_or_path: str | Path, device: Any = "cpu", registry: str | Path | None = None):  # noqa: ANN201
+    """Load a bundle (``seg2med_core.bundle.Bundle``) given a folder or a registry name."""
     from seg2med_core.bundle import load_bundle
 
     return load_bundle(resolve_bundle_path(name_or_path, registry), device=device)

@@ -17,7 +17,7 @@ import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -134,7 +134,11 @@ class _DPMStepper:
         return self.solver.step(eps, t, x)[0]
 
 
-def _make_stepper(scheduler_config: dict[str, Any] | None, config: SamplerConfig) -> _MonaiStepper | _DPMStepper:
+Stepper = Union[_MonaiStepper, _DPMStepper]
+
+
+def make_stepper(scheduler_config: dict[str, Any] | None, config: SamplerConfig) -> Stepper:
+    """A fresh stepper (scheduler with timesteps set) for one batch; DPM-Solver++ keeps per-batch state."""
     kind = "ddpm" if config.kind == "dpmpp_2m" else config.kind
     scheduler = build_scheduler(scheduler_config or None, kind)
     if config.kind == "dpmpp_2m":
@@ -235,23 +239,49 @@ def sample_slices(
             ids_padded = ids + [2**62 + k for k in range(pad)]
             x = initial_noise(seed, ids_padded, (height, width)).to(device)
             cond = to_model_space(torch.from_numpy(priors_padded(arr, rows, pad))).unsqueeze(1).to(device)
-            stepper = _make_stepper(scheduler_config, config)
-            generators = (
-                [_device_generator(device, slice_seed(seed, i, _STEP_STREAM)) for i in ids_padded]
-                if stepper.stochastic
-                else []
-            )
-            t_batch = torch.empty(x.shape[0], dtype=torch.long, device=device)
-            for t in stepper.timesteps.tolist():
-                if cancel is not None and cancel():
-                    raise Cancelled("sampling cancelled")
-                eps = predict(torch.cat([x, cond], dim=1), t_batch.fill_(int(t)))
-                x = stepper.step(eps, int(t), x, generators)
+            stepper = make_stepper(scheduler_config, config)
+            generators = step_generators(stepper, device, seed, ids_padded)
+
+            def on_step() -> None:
+                nonlocal done
                 done += 1
                 if progress is not None:
                     progress(done, total, "sampling")
+
+            x = denoise(predict, x, cond, stepper, generators, cancel=cancel, on_step=on_step)
             out[rows] = from_model_space(x[: len(rows), 0]).float().cpu().numpy()
     return out
+
+
+def step_generators(stepper: Stepper, device: torch.device, seed: int, ids: Sequence[int]) -> list[torch.Generator]:
+    """One device generator per slice for steppers that draw noise at every step (else none)."""
+    if not stepper.stochastic:
+        return []
+    return [torch.Generator(device=device).manual_seed(slice_seed(seed, int(i), _STEP_STREAM)) for i in ids]
+
+
+def denoise(
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    cond: torch.Tensor,
+    stepper: Stepper,
+    generators: list[torch.Generator],
+    cancel: CancelFn | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """The reverse-diffusion loop for one batch: ``x`` (B,1,H,W) noise → sample, conditioned on ``cond``.
+
+    ``predict(input, timesteps)`` is the (prepared) network; ``stepper.step`` does the scheduler maths.
+    """
+    t_batch = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for t in stepper.timesteps.tolist():
+        if cancel is not None and cancel():
+            raise Cancelled("sampling cancelled")
+        eps = predict(torch.cat([x, cond], dim=1), t_batch.fill_(int(t)))
+        x = stepper.step(eps, int(t), x, generators)
+        if on_step is not None:
+            on_step()
+    return x
 
 
 def priors_padded(arr: np.ndarray, rows: list[int], pad: int) -> np.ndarray:
@@ -260,10 +290,6 @@ def priors_padded(arr: np.ndarray, rows: list[int], pad: int) -> np.ndarray:
     if pad:
         chosen = np.concatenate([chosen, np.zeros((pad, *arr.shape[1:]), dtype=arr.dtype)], axis=0)
     return np.ascontiguousarray(chosen)
-
-
-def _device_generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def predict_regression(

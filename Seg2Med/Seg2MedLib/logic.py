@@ -115,6 +115,35 @@ class Seg2MedLogic:
         result, report = compose(body_seg, sources, keep_skeleton=keep_skeleton)
         return self.segmentation_to_node(result, "Composite segmentation"), report
 
+    def load_task_outputs(self, outputs: Sequence[Path], label_set: str, node: Any | None = None) -> Any:
+        """TotalSegmentator outputs (main task, then optional tissue task) merged into one segmentation node."""
+        from .segment import merge_task_outputs
+
+        main = core_io.read_image(outputs[0])
+        tissue = core_io.read_image(outputs[1]) if len(outputs) > 1 else None
+        merged = merge_task_outputs(main, tissue)
+        seg = core_io.Segmentation(image=merged, names=core_labels.names_for(label_set), label_set=label_set)
+        return self.segmentation_to_node(seg, Path(outputs[0]).name.split(".")[0], node=node)
+
+    def merge_tissue_node(self, seg_node: Any, tissue_node: Any, reference: Any | None) -> Any:
+        """Merge a tissue-types segmentation node into ``seg_node`` (organs win), then drop the tissue node."""
+        from .segment import merge_task_outputs
+
+        main = self.segmentation_from_node(seg_node, reference)
+        tissue_names = core_labels.get_label_set("tissue_types_mr")
+        tissue, _ = nodes.segmentation_node_to_labelmap(self.scene, tissue_node, reference,
+                                                        {v: k for k, v in tissue_names.items()})
+        merged = core_io.Segmentation(image=merge_task_outputs(main.image, tissue),
+                                      names=core_labels.names_for(main.label_set), label_set=main.label_set)
+        self.scene.RemoveNode(tissue_node)
+        return self.segmentation_to_node(merged, seg_node.GetName(), node=seg_node)
+
+    def phantom_node(self, seed: int = 0, region: str = "abdomen-pelvis") -> Any:
+        """A procedural torso phantom (``total`` labels) as a new segmentation node: no patient needed."""
+        from seg2med_core.phantom import make_phantom
+
+        return self.segmentation_to_node(make_phantom(seed=seed, region=region), f"Phantom seed {seed}")
+
     # -- synthesis ---------------------------------------------------------------------------------------
     def prepare_synthesis(self, seg_node: Any, reference: Any | None, model: str | Path, options: SynthesisOptions,
                           image_node: Any | None = None, label_set: str | None = None,

@@ -1,0 +1,161 @@
+"""Seg2Med: synthetic CT/MR from TotalSegmentator segmentations inside 3D Slicer.
+
+This file is deliberately thin (module class, parameter node, widget shell, self-test); the MRML logic,
+the subprocess runner and the GUI behaviour live in ``Seg2MedLib``. The heavy work runs in a child
+``PythonSlicer -m seg2med_core`` process, so torch is never imported into Slicer itself.
+"""
+
+from __future__ import annotations
+
+import slicer
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+
+class Seg2Med(ScriptedLoadableModule):
+    """Module description shown in Slicer's module list and help panel."""
+
+    def __init__(self, parent) -> None:
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Seg2Med"
+        self.parent.categories = ["Segmentation"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["seg2med contributors"]
+        self.parent.helpText = (
+            "Turn a TotalSegmentator segmentation into a synthetic CT or MR volume with a conditional "
+            "diffusion model (after Seg2Med). See <a href='https://github.com/'>the seg2med documentation</a>."
+        )
+        self.parent.acknowledgementText = (
+            "Uses TotalSegmentator (Wasserthal et al.), MONAI and PyTorch. Demo models are for demonstration only, "
+            "not for clinical use."
+        )
+
+
+@parameterNodeWrapper
+class Seg2MedParameterNode:
+    """GUI state saved with the scene: inputs, result and the sampler settings bound to widgets."""
+
+    inputVolume: slicer.vtkMRMLScalarVolumeNode
+    segmentation: slicer.vtkMRMLSegmentationNode
+    organSource: slicer.vtkMRMLSegmentationNode
+    realImage: slicer.vtkMRMLScalarVolumeNode
+    result: slicer.vtkMRMLScalarVolumeNode
+    fast: bool = True
+    steps: int = 20
+    seed: int = 0
+
+
+class Seg2MedLogic(ScriptedLoadableModuleLogic):
+    """Slicer logic: the parameter node plus the scene-level ``Seg2MedLib.logic.Seg2MedLogic``."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        from Seg2MedLib.logic import Seg2MedLogic as SceneLogic
+
+        self.scene_logic = SceneLogic(slicer.mrmlScene)
+
+    def getParameterNode(self) -> Seg2MedParameterNode:
+        return Seg2MedParameterNode(super().getParameterNode())
+
+
+class Seg2MedWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """Loads the .ui file and hands over to ``Seg2MedLib.widget.Seg2MedController``."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.controller = None
+        self._parameterNode: Seg2MedParameterNode | None = None
+        self._guiTag = None
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/Seg2Med.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = Seg2MedLogic()
+        from Seg2MedLib.widget import Seg2MedController
+
+        self.controller = Seg2MedController(self.ui, self.logic.scene_logic, self.parameterNode)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()
+
+    def parameterNode(self) -> Seg2MedParameterNode | None:
+        return self._parameterNode
+
+    def cleanup(self) -> None:
+        self.removeObservers()
+        if self.controller is not None:
+            self.controller.cancel()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode is not None and self._guiTag is not None:
+            self._parameterNode.disconnectGui(self._guiTag)
+            self._guiTag = None
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+
+    def setParameterNode(self, node: Seg2MedParameterNode | None) -> None:
+        if self._parameterNode is not None and self._guiTag is not None:
+            self._parameterNode.disconnectGui(self._guiTag)
+        self._parameterNode = node
+        if node is not None:
+            self._guiTag = node.connectGui(self.ui)
+        if self.controller is not None:
+            self.controller.updateButtons()
+
+
+class Seg2MedTest(ScriptedLoadableModuleTest):
+    """Self-test on generated data: label map → segmentation node → label map, result loading, tables."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_roundtrip_and_tables()
+
+    def test_roundtrip_and_tables(self) -> None:
+        import numpy as np
+        import SimpleITK as sitk
+
+        from Seg2MedLib import nodes
+        from Seg2MedLib.logic import Seg2MedLogic as SceneLogic
+
+        self.delayDisplay("Generating a two-organ label map")
+        labels = np.zeros((8, 20, 24), np.uint16)
+        labels[2:6, 4:12, 4:12] = 5  # liver in 'total'
+        labels[2:6, 12:18, 14:20] = 1  # spleen
+        image = sitk.GetImageFromArray(labels)
+        image.SetSpacing((1.5, 1.5, 3.0))
+        image.SetOrigin((-20.0, 10.0, 5.0))
+        logic = SceneLogic(slicer.mrmlScene)
+        seg_node = nodes.labelmap_to_segmentation_node(slicer.mrmlScene, image, {5: "liver", 1: "spleen"})
+        seg = logic.segmentation_from_node(seg_node, None, "total")
+        self.assertTrue((seg.array() == labels).all())
+        self.assertEqual(seg.image.GetOrigin(), image.GetOrigin())
+        dice, table = logic.roundtrip_dice(seg_node, seg_node, None)
+        self.assertAlmostEqual(dice["liver"], 1.0)
+        self.assertEqual(table.GetNumberOfRows(), 2)
+        self.delayDisplay("Test passed")

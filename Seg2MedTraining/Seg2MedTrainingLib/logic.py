@@ -1,0 +1,108 @@
+"""Scene logic of the training module (no dialogs; ValueError for the user).
+
+Training data is a folder the core's ``train`` command reads: one sub-folder per case with ``image.nii.gz``
+and ``segmentation.nii.gz``. Loaded volume + segmentation pairs are exported into that layout in a
+temporary folder. The run itself is ``python -m seg2med_core train ... --progress-format json``; its
+``metric`` events feed a live loss plot, ``--resume`` continues a stopped run from its last checkpoint,
+and the finished bundle is added to the user's model registry.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from Seg2MedLib import nodes
+from Seg2MedLib.commands import TrainingOptions, child_environment, ensure_core_importable, train_command
+from Seg2MedLib.process import ProcessRunner, RunEvent
+from Seg2MedLib.tables import LossCurve
+
+ensure_core_importable()
+
+from seg2med_core import io as core_io  # noqa: E402
+from seg2med_core import registry  # noqa: E402
+
+IMAGE_FILE = "image.nii.gz"
+SEG_FILE = "segmentation.nii.gz"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "case"
+
+
+class TrainingLogic:
+    """Start/stop/resume one training run and keep its loss curve in the scene."""
+
+    def __init__(self, scene: Any, runner_factory: Callable[..., ProcessRunner] = ProcessRunner) -> None:
+        self.scene = scene
+        self.runner_factory = runner_factory
+        self.runner: ProcessRunner | None = None
+        self.curve: LossCurve | None = None
+        self.options: TrainingOptions | None = None
+
+    def export_pairs(self, pairs: Sequence[tuple[Any, Any]], folder: Path | None = None,
+                     segmentation_logic: Any | None = None) -> Path:
+        """Write (volume node, segmentation node) pairs as ``<folder>/<case>/{image,segmentation}.nii.gz``."""
+        if not pairs:
+            raise ValueError("no training pairs: add at least one volume with its segmentation")
+        from Seg2MedLib.logic import Seg2MedLogic
+
+        seg_logic = segmentation_logic or Seg2MedLogic(self.scene)
+        folder = Path(folder) if folder else Path(tempfile.mkdtemp(prefix="seg2med-train-"))
+        for index, (volume, seg_node) in enumerate(pairs):
+            if volume is None or seg_node is None:
+                raise ValueError(f"training pair {index + 1} is missing its volume or its segmentation")
+            case = folder / f"{index:03d}_{_safe(volume.GetName())}"
+            case.mkdir(parents=True, exist_ok=True)
+            core_io.write_image(nodes.volume_node_to_sitk(volume), case / IMAGE_FILE)
+            core_io.write_segmentation(seg_logic.segmentation_from_node(seg_node, volume), case / SEG_FILE)
+        return folder
+
+    def start(self, options: TrainingOptions, on_event: Callable[[RunEvent], None] | None = None) -> ProcessRunner:
+        """Start (or, with ``options.resume``, continue) training; metric events extend the loss curve."""
+        if self.runner is not None and self.runner.running:
+            raise ValueError("a training run is already going: stop it first")
+        self.options = options
+        if self.curve is None or not options.resume:
+            self.curve = LossCurve(self.scene, f"{Path(options.out).name} loss")
+
+        def handle(event: RunEvent) -> None:
+            self.handle_event(event)
+            if on_event is not None:
+                on_event(event)
+
+        self.runner = self.runner_factory(on_event=handle)
+        self.runner.start(train_command(options), env=child_environment())
+        return self.runner
+
+    def handle_event(self, event: RunEvent) -> None:
+        """``metric`` events with ``step`` and ``loss`` become points of the loss curve; others are ignored."""
+        if event.kind == "metric" and self.curve is not None and "loss" in event.data and "step" in event.data:
+            try:
+                self.curve.append(float(event.data["step"]), float(event.data["loss"]))
+            except (TypeError, ValueError):
+                pass
+
+    def stop(self) -> None:
+        """Stop the run; the last checkpoint stays in the output folder for ``resume``."""
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def resume_options(self) -> TrainingOptions:
+        """The stopped run's options with ``resume=True``."""
+        if self.options is None:
+            raise ValueError("nothing to resume: no training was started in this session")
+        return TrainingOptions(**{**self.options.__dict__, "resume": True})
+
+    def register(self, bundle_dir: str | Path | None = None, name: str | None = None,
+                 registry_path: str | Path | None = None) -> registry.RegistryEntry:
+        """Add the finished bundle to the user's model registry (so the Seg2Med module lists it)."""
+        if bundle_dir is None:
+            result = self.runner.result if self.runner is not None else None
+            bundle_dir = (result or {}).get("bundle") or (result or {}).get("output") or (self.options.out if self.options else None)
+        if bundle_dir is None or not (Path(bundle_dir) / "metadata.json").is_file():
+            raise ValueError(f"no finished bundle at {str(bundle_dir)!r} (metadata.json missing)")
+        return registry.register_bundle(bundle_dir, name=name, registry=registry_path)

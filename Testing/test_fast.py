@@ -1,0 +1,209 @@
+"""Fast path (SDPA, channels_last, autocast) computes the plain path's function; device selection and
+memory-measured batch sizes."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seg2med_core import fast
+from seg2med_core.device import (
+    CPU_BATCH_SIZE,
+    MemoryProbe,
+    auto_batch_size,
+    measure_batch_size,
+    pick_device,
+)
+from seg2med_core.errors import Seg2MedError
+from seg2med_core.fast import FastOptions, prepared, set_sdpa
+from seg2med_core.network import build_network
+from seg2med_core.sampler import SamplerConfig, sample_slices
+
+TINY = dict(
+    spatial_dims=2,
+    in_channels=2,
+    out_channels=1,
+    channels=(8, 16),
+    attention_levels=(False, True),
+    num_res_blocks=1,
+    num_head_channels=8,
+    norm_num_groups=8,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    # non-trivial output layer (MONAI zero-initialises it) so the comparisons are meaningful
+    with torch.no_grad():
+        for p in net.out.parameters():
+            p.normal_(0, 0.1)
+    return net
+
+
+def _inputs(batch: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(batch, 2, size, size, generator=gen), torch.tensor([5, 400, 990][:batch])
+
+
+def _run(net: torch.nn.Module, options: FastOptions) -> torch.Tensor:
+    x, t = _inputs()
+    with prepared(net, "cpu", options) as predict:
+        return predict(x, t)
+
+
+def test_sdpa_attention_matches_plain_attention(tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = _run(tiny, FastOptions())
+    calls = {"n": 0}
+    real_sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return real_sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    sdpa = _run(tiny, FastOptions(sdpa=True))
+    assert calls["n"] == len(fast.attention_blocks(tiny)) >= 2  # every attention block used SDPA
+    assert plain.abs().mean() > 1e-3
+    torch.testing.assert_close(sdpa, plain, atol=1e-5, rtol=1e-4)
+    # a network built with use_flash_attention=True and the same weights computes the same function
+    flash = build_network(TINY, use_flash_attention=True)
+    flash.load_state_dict(tiny.state_dict())
+    torch.testing.assert_close(_run(flash, FastOptions()), plain, atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_and_bf16_autocast_match_plain(tiny: torch.nn.Module) -> None:
+    plain = _run(tiny, FastOptions())
+    torch.testing.assert_close(_run(tiny, FastOptions(channels_last=True)), plain, atol=1e-5, rtol=1e-4)
+    everything = _run(tiny, FastOptions(sdpa=True, channels_last=True, autocast="bf16"))
+    assert everything.dtype == torch.float32
+    rel = (everything - plain).abs().mean() / plain.abs().mean()
+    assert 0 < rel < 0.05, rel  # bf16 rounding only (8-bit mantissa), not a different function
+
+
+def test_prepared_restores_the_network(tiny: torch.nn.Module) -> None:
+    before = copy.deepcopy(tiny.state_dict())
+    with prepared(tiny, "cpu", FastOptions(sdpa=True, channels_last=True)):
+        assert all(b.use_flash_attention for b in fast.attention_blocks(tiny))
+        assert tiny.conv_in.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(b.use_flash_attention for b in fast.attention_blocks(tiny))
+    assert tiny.conv_in.conv.weight.is_contiguous()
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    block = fast.attention_blocks(tiny)[0]
+    block.save_attn = True  # blocks that must keep their attention maps are left alone
+    try:
+        assert block not in set_sdpa(tiny, True)
+    finally:
+        block.save_attn = False
+        set_sdpa(tiny, False)
+
+
+def test_fast_options_defaults() -> None:
+    cpu = FastOptions.for_device("cpu")
+    assert cpu == FastOptions(sdpa=True) and cpu.autocast is None  # CPU arithmetic stays fp32
+    assert FastOptions.for_device("cpu", fast=False) == FastOptions()
+    assert FastOptions().describe() == "plain-fp32"
+    assert FastOptions(sdpa=True, autocast="bf16", compile=True).describe() == "sdpa+bf16+compile(default)"
+    with pytest.raises(Seg2MedError, match="'fp8'"):
+        FastOptions(autocast="fp8")
+    with pytest.raises(Seg2MedError, match="'turbo'"):
+        FastOptions(compile_mode="turbo")
+
+
+def test_sampling_fast_vs_plain_on_cpu(tiny: torch.nn.Module) -> None:
+    priors = np.random.default_rng(0).random((2, 16, 16), dtype=np.float32)
+    cfg = SamplerConfig(kind="ddim", steps=4, seed=3, batch_size=2)
+    plain = sample_slices(tiny, None, priors, cfg, "cpu", options=FastOptions())
+    default = sample_slices(tiny, None, priors, cfg, "cpu")  # fast=True on CPU = SDPA only
+    np.testing.assert_allclose(default, plain, atol=1e-4)
+
+
+# --- devices -------------------------------------------------------------------------------------
+
+
+def test_pick_device() -> None:
+    assert pick_device("cpu") == torch.device("cpu")
+    auto = pick_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    with pytest.raises(Seg2MedError, match="'banana'"):
+        pick_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(Seg2MedError, match="'cuda:1' requested but CUDA is not available"):
+            pick_device("cuda:1")
+    if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        with pytest.raises(Seg2MedError, match="'mps' requested"):
+            pick_device("mps")
+
+
+class FakeGPU:
+    """Memory model for tests: a forward at batch b peaks at ``fixed + per_slice * b (+ extra above knee)``."""
+
+    def __init__(self, free: int, per_slice: int, fixed: int = 0, knee: int | None = None, extra: int = 0,
+                 oom_above: int | None = None) -> None:
+        self.free, self.per_slice, self.fixed = free, per_slice, fixed
+        self.knee, self.extra, self.oom_above = knee, extra, oom_above
+        self.peak = 0
+        self.calls: list[int] = []
+
+    def forward(self, batch: int) -> None:
+        self.calls.append(batch)
+        if self.oom_above is not None and batch > self.oom_above:
+            raise torch.cuda.OutOfMemoryError("fake OOM")
+        self.peak = self.fixed + self.per_slice * batch + (self.extra if self.knee and batch > self.knee else 0)
+
+    def probe(self) -> MemoryProbe:
+        def reset() -> None:
+            self.peak = 0
+
+        return MemoryProbe(reset_peak=reset, peak_allocated=lambda: self.peak, allocated=lambda: 0,
+                           free_bytes=lambda: self.free)
+
+
+def test_batch_size_linear_memory() -> None:
+    gpu = FakeGPU(free=1000, per_slice=30)
+    report = measure_batch_size(gpu.forward, gpu.probe(), max_batch=64, safety=0.8)
+    assert report.batch_size == 26  # 26 * 30 = 780 <= 800 < 27 * 30
+    assert report.measured[26] <= report.budget_bytes
+    assert measure_batch_size(gpu.forward, gpu.probe(), max_batch=8).batch_size == 8
+
+
+def test_batch_size_never_exceeds_measured_memory() -> None:
+    # memory jumps above batch 10 (e.g. another kernel's workspace): the extrapolated batch is
+    # measured, found too big, and shrunk until a measured batch fits
+    gpu = FakeGPU(free=1000, per_slice=10, knee=10, extra=500)
+    report = measure_batch_size(gpu.forward, gpu.probe(), max_batch=64, safety=0.8)
+    assert report.batch_size in report.measured
+    assert report.measured[report.batch_size] <= 0.8 * 1000
+    assert gpu.fixed + gpu.per_slice * report.batch_size + (gpu.extra if report.batch_size > 10 else 0) <= 800
+    assert report.batch_size >= 2
+
+
+def test_batch_size_out_of_memory_and_too_big() -> None:
+    gpu = FakeGPU(free=10_000, per_slice=10, oom_above=20)
+    report = measure_batch_size(gpu.forward, gpu.probe(), max_batch=64)
+    assert 2 <= report.batch_size <= 20 and report.batch_size in report.measured
+    huge = FakeGPU(free=100, per_slice=1000)
+    with pytest.raises(Seg2MedError, match="one slice needs more memory"):
+        measure_batch_size(huge.forward, huge.probe())
+
+
+def test_auto_batch_size_cpu_and_injected_probe(tiny: torch.nn.Module) -> None:
+    assert auto_batch_size(tiny, 16, "cpu") == CPU_BATCH_SIZE
+    assert auto_batch_size(tiny, 16, "cpu", max_batch=2) == 2
+    gpu = FakeGPU(free=500, per_slice=40)
+    seen: list[int] = []
+
+    def forward(batch: int) -> None:  # the real network runs; the memory comes from the fake probe
+        seen.append(batch)
+        x = torch.zeros(batch, 2, 16, 16)
+        with torch.no_grad():
+            tiny(x, torch.zeros(batch, dtype=torch.long))
+        gpu.forward(batch)
+
+    assert auto_batch_size(tiny, 16, "cpu", forward=forward, probe=gpu.probe()) == 10  # 10 * 40 = 400 <= 0.8 * 500
+    assert seen[0] == 2 and 10 in seen

@@ -1,0 +1,117 @@
+"""Batch script (case discovery, CSV, a real run with a fake core) and the training logic (export, loss curve,
+resume options, registration) without Slicer's GUI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer")
+from slicer_fixtures import ROOT, oblique_labels  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import seg2med_batch  # noqa: E402
+
+from Seg2MedLib import nodes  # noqa: E402
+from Seg2MedLib.commands import TrainingOptions  # noqa: E402
+from Seg2MedLib.process import RunEvent, RunState  # noqa: E402
+
+FAKE_CORE = textwrap.dedent(
+    """
+    import json, sys
+    args = sys.argv[1:]
+    out = args[args.index("--out") + 1]
+    seg = args[args.index("--seg") + 1]
+    if "broken" in seg:
+        print("seg2med: error: segmentation '%s' is empty" % seg, file=sys.stderr); sys.exit(2)
+    print(json.dumps({"event": "progress", "done": 1, "total": 1, "message": "sampling"}), flush=True)
+    open(out, "w").write("volume")
+    if "--metrics" in args:
+        json.dump({"ssim": 0.8, "psnr": 25.0, "mae": 50.0, "histcc": 0.9}, open(args[args.index("--metrics") + 1], "w"))
+    print(json.dumps({"event": "done", "output": out}), flush=True)
+    """
+)
+
+
+def test_find_cases_layouts(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "segmentation.nii.gz").write_text("x")
+    (tmp_path / "a" / "image.nii.gz").write_text("x")
+    (tmp_path / "b.nii.gz").write_text("x")
+    (tmp_path / "empty_folder").mkdir()
+    cases = seg2med_batch.find_cases(tmp_path)
+    assert [(c.name, c.image is not None) for c in cases] == [("a", True), ("b", False)]
+    with pytest.raises(ValueError, match="no cases"):
+        seg2med_batch.find_cases(tmp_path / "empty_folder")
+
+
+def test_batch_run_writes_outputs_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "fake_core.py"
+    fake.write_text(FAKE_CORE)
+    monkeypatch.setattr(seg2med_batch, "synthesize_command",
+                        lambda seg, model, out, options, image=None: [sys.executable, str(fake), "--seg", str(seg), "--out", str(out)])
+    inp = tmp_path / "in"
+    for case in ("case1", "broken"):
+        (inp / case).mkdir(parents=True)
+        (inp / case / "segmentation.nii.gz").write_text("x")
+    (inp / "case1" / "image.nii.gz").write_text("x")
+    code = seg2med_batch.main(["--input-dir", str(inp), "--output-dir", str(tmp_path / "out"), "--quiet"])
+    assert code == 1  # one case failed
+    rows = list(csv.DictReader(open(tmp_path / "out" / "seg2med_batch.csv")))
+    by_case = {r["case"]: r for r in rows}
+    assert by_case["case1"]["status"] == "ok" and float(by_case["case1"]["ssim"]) == pytest.approx(0.8)
+    assert Path(by_case["case1"]["output"]).exists()
+    assert by_case["broken"]["status"] == "failed" and "is empty" in by_case["broken"]["error"]
+    assert seg2med_batch.main(["--input-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")]) == 2
+
+
+def test_training_export_curve_resume_and_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from Seg2MedTrainingLib.logic import SEG_FILE, TrainingLogic
+
+    scene = slicer.vtkMRMLScene()
+    labels = oblique_labels()
+    volume = nodes.add_volume_node(scene, sitk.Cast(labels, sitk.sitkFloat32) * 20 - 1000, "patient 1")
+    seg_node = nodes.labelmap_to_segmentation_node(scene, labels, {5: "liver", 1: "spleen", 3: "kidney_left"})
+    logic = TrainingLogic(scene)
+    folder = logic.export_pairs([(volume, seg_node)], tmp_path / "data")
+    case = next(folder.iterdir())
+    written = sitk.ReadImage(str(case / SEG_FILE))
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(labels))
+    assert np.allclose(written.GetDirection(), labels.GetDirection(), atol=1e-6)
+    with pytest.raises(ValueError, match="no training pairs"):
+        logic.export_pairs([])
+
+    # a fake trainer: metric events feed the curve, and it writes a bundle folder
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(textwrap.dedent(
+        """
+        import json, sys, os
+        out = sys.argv[sys.argv.index("--out") + 1]
+        for step, loss in [(10, 0.9), (20, 0.4), (30, float("nan"))]:
+            print(json.dumps({"event": "metric", "step": step, "loss": loss}), flush=True)
+        os.makedirs(out, exist_ok=True)
+        print(json.dumps({"event": "done", "bundle": out}), flush=True)
+        """))
+    import Seg2MedTrainingLib.logic as training_module
+
+    monkeypatch.setattr(training_module, "train_command", lambda options: [sys.executable, str(fake), "--out", str(options.out)])
+    runner = logic.start(TrainingOptions(data=folder, out=tmp_path / "bundle", modality="ct", steps=30))
+    runner.wait(timeout_s=30)
+    assert runner.state == RunState.SUCCEEDED
+    assert logic.curve.points == [(10.0, 0.9), (20.0, 0.4)]
+    assert logic.resume_options().resume is True
+    logic.handle_event(RunEvent("metric", {"step": "x", "loss": "bad"}))  # ignored, no crash
+    with pytest.raises(ValueError, match="metadata.json"):
+        logic.register()  # the fake bundle has no metadata
+    registered = []
+    monkeypatch.setattr(training_module.registry, "register_bundle",
+                        lambda path, name=None, registry=None: registered.append(Path(path)) or "entry")
+    (tmp_path / "bundle" / "metadata.json").write_text(json.dumps({"name": "x"}))
+    assert logic.register(registry_path=tmp_path / "reg.json") == "entry" and registered == [tmp_path / "bundle"]

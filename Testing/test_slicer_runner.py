@@ -1,0 +1,114 @@
+"""The plain-Python process runner: JSON-line parsing, progress, errors, cancel — with real subprocesses."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from slicer_fixtures import ROOT  # noqa: F401  (puts the module folders on sys.path)
+
+from Seg2MedLib.commands import SynthesisOptions, TrainingOptions, child_environment, synthesize_command, train_command
+from Seg2MedLib.process import ProcessRunner, RunState, error_from_stderr, parse_line
+
+FAKE_CLI = textwrap.dedent(
+    """
+    import json, sys, time
+    mode = sys.argv[1]
+    def emit(**kw):
+        print(json.dumps(kw), flush=True)
+    if mode == "ok":
+        print("plain text line", flush=True)
+        for i in range(1, 4):
+            emit(event="progress", done=i, total=3, message="sampling")
+        emit(event="metric", step=3, loss=0.25)
+        emit(event="future_kind", x=1)
+        emit(event="done", output="out.nii.gz")
+    elif mode == "fail":
+        emit(event="progress", done=1, total=3, message="sampling")
+        print("Traceback noise", file=sys.stderr)
+        print("seg2med: error: segmentation 'x.nii.gz' has non-integer labels (e.g. 1.5)", file=sys.stderr)
+        sys.exit(2)
+    elif mode == "slow":
+        for i in range(1000):
+            emit(event="progress", done=i, total=1000, message="sampling")
+            time.sleep(0.05)
+    """
+)
+
+
+@pytest.fixture()
+def fake_cli(tmp_path: Path) -> Path:
+    path = tmp_path / "fake_cli.py"
+    path.write_text(FAKE_CLI)
+    return path
+
+
+def test_parse_line_kinds() -> None:
+    assert parse_line('{"event":"progress","done":3,"total":50,"message":"sampling"}\n').data["done"] == 3
+    assert parse_line("hello").kind == "log" and parse_line("hello").message == "hello"
+    assert parse_line('{"not_an_event": 1}').kind == "log"
+    assert parse_line("{broken json").kind == "log"
+    assert parse_line('{"event":"metric","step":5,"loss":0.1}').data == {"step": 5, "loss": 0.1}
+    assert error_from_stderr("a\nseg2med: error: bad thing\n") == "bad thing"
+    assert error_from_stderr("nothing") is None
+
+
+def test_successful_run_reports_progress_result_and_unknown_events(fake_cli: Path) -> None:
+    seen = []
+    runner = ProcessRunner(on_event=seen.append)
+    runner.start([sys.executable, str(fake_cli), "ok"])
+    events = runner.wait(timeout_s=30)
+    assert runner.state == RunState.SUCCEEDED and runner.returncode == 0
+    assert runner.progress == (3, 3, "sampling")
+    assert runner.result == {"output": "out.nii.gz"}
+    kinds = [e.kind for e in events]
+    assert kinds.count("progress") == 3 and "metric" in kinds and "future_kind" in kinds and "log" in kinds
+    assert seen == events
+
+
+def test_failed_run_shows_the_cli_error_line(fake_cli: Path) -> None:
+    runner = ProcessRunner()
+    runner.start([sys.executable, str(fake_cli), "fail"])
+    runner.wait(timeout_s=30)
+    assert runner.state == RunState.FAILED and runner.returncode == 2
+    assert runner.error == "segmentation 'x.nii.gz' has non-integer labels (e.g. 1.5)"
+
+
+def test_cancel_stops_a_running_process(fake_cli: Path) -> None:
+    runner = ProcessRunner()
+    runner.start([sys.executable, str(fake_cli), "slow"])
+    deadline = time.monotonic() + 20
+    while runner.progress[0] < 2 and time.monotonic() < deadline:
+        runner.poll()
+        time.sleep(0.02)
+    assert runner.progress[0] >= 2
+    with pytest.raises(ValueError, match="already running"):
+        runner.start([sys.executable, str(fake_cli), "ok"])
+    runner.cancel(grace_s=5)
+    runner.wait(timeout_s=10)
+    assert runner.state == RunState.CANCELLED and runner.progress[0] < 999
+    runner.start([sys.executable, str(fake_cli), "ok"])  # reusable after a cancel
+    runner.wait(timeout_s=30)
+    assert runner.state == RunState.SUCCEEDED and runner.error is None
+
+
+def test_missing_program_raises_value_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot start"):
+        ProcessRunner().start([str(tmp_path / "no-such-program")])
+
+
+def test_command_builders_validate_and_include_json_progress(tmp_path: Path) -> None:
+    cmd = synthesize_command(Path("s.nii.gz"), Path("m"), Path("o.nii.gz"), SynthesisOptions(steps=5, seed=3), image=Path("i.nii.gz"))
+    assert cmd[1:4] == ["-m", "seg2med_core", "synthesize"] and cmd[-2:] == ["--progress-format", "json"]
+    assert cmd[cmd.index("--seed") + 1] == "3" and "--image" in cmd
+    for bad in (SynthesisOptions(sampler="euler"), SynthesisOptions(steps=0), SynthesisOptions(device="tpu")):
+        with pytest.raises(ValueError):
+            synthesize_command(Path("s"), Path("m"), Path("o"), bad)
+    train = train_command(TrainingOptions(data=tmp_path, out=tmp_path / "b", resume=True))
+    assert "--resume" in train and "train" in train
+    with pytest.raises(ValueError, match="does not exist"):
+        train_command(TrainingOptions(data=tmp_path / "missing", out=tmp_path / "b"))
+    assert child_environment()["PYTHONPATH"].split(":")[0] == str(ROOT)

@@ -1,0 +1,142 @@
+"""Batch synthesis: every case of a folder → synthetic volume (+ metrics when a real image exists) + one CSV.
+
+Runs the same way everywhere:
+    Slicer --no-main-window --python-script scripts/seg2med_batch.py --input-dir IN --output-dir OUT --model demo_ct
+    PythonSlicer scripts/seg2med_batch.py ...
+    python scripts/seg2med_batch.py ...
+Input layout: either ``IN/<case>/segmentation.nii.gz`` (+ optional ``IN/<case>/image.nii.gz``, the real image
+of the target modality), or ``IN/<case>.nii.gz`` segmentation files. Each case runs as one
+``python -m seg2med_core synthesize`` child process through the Slicer module's ``ProcessRunner``, so a
+failing case is reported and skipped, and the CSV (written atomically) has one row per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Seg2Med"))
+
+from Seg2MedLib.commands import SynthesisOptions, child_environment, synthesize_command  # noqa: E402
+from Seg2MedLib.process import ProcessRunner, RunEvent, RunState  # noqa: E402
+
+SEG_NAMES = ("segmentation.nii.gz", "segmentation.nii", "seg.nii.gz", "segmentation.seg.nrrd")
+IMAGE_NAMES = ("image.nii.gz", "image.nii", "ct.nii.gz", "mr.nii.gz")
+METRIC_KEYS = ("ssim", "psnr", "mae", "histcc")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input case: its name, segmentation file and optional real image."""
+
+    name: str
+    seg: Path
+    image: Path | None
+
+
+def find_cases(input_dir: Path) -> list[Case]:
+    """Case folders (with a segmentation file) and loose ``*.nii.gz`` segmentation files, sorted by name."""
+    if not input_dir.is_dir():
+        raise ValueError(f"input folder '{input_dir}' does not exist")
+    cases: list[Case] = []
+    for entry in sorted(input_dir.iterdir()):
+        if entry.is_dir():
+            seg = next((entry / n for n in SEG_NAMES if (entry / n).exists()), None)
+            if seg is None:
+                continue
+            image = next((entry / n for n in IMAGE_NAMES if (entry / n).exists()), None)
+            cases.append(Case(entry.name, seg, image))
+        elif entry.name.endswith((".nii.gz", ".nii", ".seg.nrrd")):
+            cases.append(Case(entry.name.split(".")[0], entry, None))
+    if not cases:
+        raise ValueError(f"no cases in '{input_dir}': expected <case>/segmentation.nii.gz folders or *.nii.gz files")
+    return cases
+
+
+def run_case(case: Case, args: argparse.Namespace, out_dir: Path) -> dict[str, object]:
+    """Synthesize one case; returns the CSV row (status, output, metrics or the error message)."""
+    out = out_dir / f"{case.name}_synthetic.nii.gz"
+    metrics_path = out_dir / f"{case.name}_metrics.json"
+    options = SynthesisOptions(steps=args.steps, sampler=args.sampler, seed=args.seed, device=args.device)
+    command = synthesize_command(case.seg, Path(args.model) if Path(args.model).exists() else args.model, out, options,
+                                 image=case.image)
+    if case.image is not None:
+        command += ["--metrics", str(metrics_path)]
+
+    def show(event: RunEvent) -> None:
+        if event.kind == "progress" and not args.quiet:
+            print(f"\r{case.name}: {event.message} {event.data.get('done')}/{event.data.get('total')}", end="", flush=True)
+
+    runner = ProcessRunner(on_event=show)
+    runner.start(command, env=child_environment())
+    runner.wait(timeout_s=args.timeout)
+    if not args.quiet:
+        print(flush=True)
+    row: dict[str, object] = {"case": case.name, "segmentation": str(case.seg), "image": str(case.image or "")}
+    if runner.state != RunState.SUCCEEDED:
+        row.update(status="failed", error=runner.error or "unknown error", output="")
+        print(f"{case.name}: FAILED: {row['error']}", file=sys.stderr)
+        return row
+    row.update(status="ok", error="", output=str(out))
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        metrics = metrics.get("metrics", metrics)
+        row.update({k: metrics.get(k, "") for k in METRIC_KEYS})
+    return row
+
+
+def write_csv(rows: list[dict[str, object]], path: Path) -> None:
+    """Atomic CSV: a temp file in the same folder, then ``os.replace``."""
+    fields = ["case", "status", "output", "segmentation", "image", *METRIC_KEYS, "error"]
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    with os.fdopen(fd, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in fields})
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input-dir", required=True, type=Path)
+    p.add_argument("--output-dir", required=True, type=Path)
+    p.add_argument("--model", default="demo_ct", help="bundle folder or model registry name (default demo_ct)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--timeout", type=float, default=None, help="seconds per case before it is cancelled")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cases = find_cases(args.input_dir)
+    except ValueError as exc:
+        print(f"seg2med: error: {exc}", file=sys.stderr)
+        return 2
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    rows = [run_case(case, args, args.output_dir) for case in cases]
+    csv_path = args.output_dir / "seg2med_batch.csv"
+    write_csv(rows, csv_path)
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"{len(rows) - failed}/{len(rows)} cases done; table: {csv_path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    code = main()
+    slicer_module = sys.modules.get("slicer")
+    if slicer_module is not None and hasattr(slicer_module, "app"):  # inside Slicer: leave the application
+        slicer_module.util.exit(code)
+    else:
+        sys.exit(code)
