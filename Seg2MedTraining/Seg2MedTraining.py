@@ -133,7 +133,6 @@ class Seg2MedTrainingTest(ScriptedLoadableModuleTest):
 
         import numpy as np
 
-        from Seg2MedLib.process import RunEvent
         from Seg2MedTrainingLib.logic import TrainingLogic
 
         volume = slicer.util.addVolumeFromArray(np.full((4, 16, 16), -1000.0, np.float32), name="ct")

@@ -26,14 +26,14 @@ TINY_NETWORK = dict(
     in_channels=2,
     out_channels=1,
     channels=(8, 16),
-    attention_levels=(False, True),
+    attention_levels=(False, False),
     num_res_blocks=1,
     norm_num_groups=8,
     num_head_channels=8,
 )
-#: In-plane grid of the tiny bundles: 64 px at 6 mm = 384 mm, enough for the examples' 366 mm field of view.
-TINY_IMAGE_SIZE = 64
-TINY_SPACING_XY = 6.0
+#: In-plane grid of the tiny bundles: 32 px at 12 mm = 384 mm, enough for the examples' 366 mm field of view.
+TINY_IMAGE_SIZE = 32
+TINY_SPACING_XY = 12.0
 
 
 def make_tiny_bundle(folder: Path, modality: str, sequence: str | None = None, seed: int = 0) -> Path:
@@ -66,7 +66,7 @@ def make_tiny_bundle(folder: Path, modality: str, sequence: str | None = None, s
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Folder of a tiny CT diffusion bundle (random weights, 64² px at 6 mm, label set ``total``)."""
+    """Folder of a tiny CT diffusion bundle (random weights, 32² px at 12 mm, label set ``total``)."""
     return make_tiny_bundle(tmp_path_factory.mktemp("bundles") / "tiny_ct", "ct")
 
 

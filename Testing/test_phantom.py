@@ -157,11 +157,11 @@ def test_regions_cover_the_expected_anatomy() -> None:
 
 def test_phantom_speed_at_3mm() -> None:
     make_phantom(0, region="abdomen", spacing=(6.0, 6.0, 6.0))  # warm caches (label maps, imports)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: robust to other jobs sharing the machine (the code is single-threaded)
     seg = make_phantom(1, region="abdomen-pelvis", spacing=(3.0, 3.0, 3.0))
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert seg.image.GetSpacing() == (3.0, 3.0, 3.0)
-    assert elapsed < 4.0, f"phantom took {elapsed:.2f} s (budget 2 s on the demo machine, 4 s here)"
+    assert elapsed < 2.0, f"phantom took {elapsed:.2f} s of CPU time (budget 2 s)"
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ def test_training_export_curve_resume_and_register(tmp_path: Path, monkeypatch: 
         for step, loss in [(10, 0.9), (20, 0.4), (30, float("nan"))]:
             print(json.dumps({"event": "metric", "step": step, "loss": loss}), flush=True)
         os.makedirs(out, exist_ok=True)
-        print(json.dumps({"event": "done", "bundle": out}), flush=True)
+        print(json.dumps({"event": "done", "output": out}), flush=True)
         """))
     import Seg2MedTrainingLib.logic as training_module
 

@@ -108,7 +108,7 @@ def test_command_builders_validate_and_include_json_progress(tmp_path: Path) -> 
         with pytest.raises(ValueError):
             synthesize_command(Path("s"), Path("m"), Path("o"), bad)
     train = train_command(TrainingOptions(data=tmp_path, out=tmp_path / "b", resume=True))
-    assert "--resume" in train and "train" in train
+    assert "--resume" in train and "train" in train and train[train.index("--max-steps") + 1] == "1000"
     with pytest.raises(ValueError, match="does not exist"):
         train_command(TrainingOptions(data=tmp_path / "missing", out=tmp_path / "b"))
     assert child_environment()["PYTHONPATH"].split(":")[0] == str(ROOT)

@@ -61,10 +61,10 @@ CPU_NETWORK: dict[str, Any] = dict(
     spatial_dims=2,
     in_channels=2,
     out_channels=1,
-    channels=(16, 32, 32),
+    channels=(8, 16, 16),
     attention_levels=(False, False, True),
     num_res_blocks=1,
-    num_head_channels=16,
+    num_head_channels=8,
     norm_num_groups=8,
 )
 HU_PER_UNIT = 2000.0  # CT model space [0, 1] spans the window L0/W2000
@@ -286,7 +286,7 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
     ref_steps = args.reference_steps
     # the reference (and the second-seed floor) dominate the cost; shrink the reference to fit
     fast_cost = sum(fast_ms * n * s / 1000 for s in [*args.fast_steps, ref_steps])
-    while ref_steps > 50 and not budget.fits(2 * base_ms * n * ref_steps / 1000 + fast_cost + args.reserve_s):
+    while ref_steps > 25 and not budget.fits(2 * base_ms * n * ref_steps / 1000 + fast_cost + args.reserve_s):
         ref_steps //= 2
     result: dict[str, Any] = {
         "meaningful": trained,
@@ -309,6 +309,9 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
     t0 = time.perf_counter()
     reference = sample("ddpm", ref_steps, plain, args.seed)
     result["reference"]["seconds"] = time.perf_counter() - t0
+    # re-calibrate the cost estimates with what the reference really took (includes the scheduler steps)
+    scale_cost = max(1.0, result["reference"]["seconds"] / max(1e-9, base_ms * n * ref_steps / 1000))
+    base_ms, fast_ms = base_ms * scale_cost, fast_ms * scale_cost
     if real is not None:
         result["reference"]["mae_vs_real"] = mae(reference, real)
     candidates = [("ddpm", ref_steps, fastopt, args.seed)] + [(args.fast_sampler, s, fastopt, args.seed) for s in args.fast_steps]
@@ -352,15 +355,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", help="comma list (default 1,8,16,32; --cpu 1,4)")
     p.add_argument("--timing-steps", type=int, help="denoising steps timed per measurement (default 5; --cpu 3)")
     p.add_argument("--fast-sampler", default="dpmpp_2m", choices=("dpmpp_2m", "ddim"))
-    p.add_argument("--fast-steps", default="20,50", help="fast-sampler step counts (default 20,50)")
+    p.add_argument("--fast-steps", help="fast-sampler step counts (default 20,50; --cpu 10,20)")
     p.add_argument("--baseline-steps", type=int, default=500, help="DDPM steps of the baseline (paper: 500)")
-    p.add_argument("--reference-steps", type=int, help="plain DDPM steps of the quality reference (default 1000; --cpu 200)")
-    p.add_argument("--quality-slices", type=int, default=2)
+    p.add_argument("--reference-steps", type=int, help="plain DDPM steps of the quality reference (default 1000; --cpu 50)")
+    p.add_argument("--quality-slices", type=int, help="slices sampled for the quality comparison (default 2; --cpu 1)")
     p.add_argument("--volume-slices", type=int, default=300)
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile (CUDA only anyway)")
     p.add_argument("--compile-modes", default="default", help="comma list: default, reduce-overhead (CUDA graphs), ...")
     p.add_argument("--compile-estimate-s", type=float, default=75.0, help="assumed compile time for budgeting")
-    p.add_argument("--budget-s", type=float, default=170.0, help="wall-clock budget for all measurements")
+    p.add_argument("--budget-s", type=float, help="wall-clock budget for all measurements (default 170; --cpu 45)")
     p.add_argument("--reserve-s", type=float, default=5.0, help="budget kept free for writing results")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="result JSON (default benchmarks/results/<card>-<date>.json)")
@@ -368,9 +371,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cpu = args.cpu
     args.size = args.size or (64 if cpu else 512)
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,4" if cpu else "1,8,16,32")).split(",")]
-    args.timing_steps = args.timing_steps or (3 if cpu else 5)
-    args.fast_steps = [int(s) for s in args.fast_steps.split(",")]
-    args.reference_steps = args.reference_steps or (200 if cpu else 1000)
+    args.timing_steps = args.timing_steps or (2 if cpu else 5)
+    args.fast_steps = [int(s) for s in (args.fast_steps or ("10,20" if cpu else "20,50")).split(",")]
+    args.reference_steps = args.reference_steps or (50 if cpu else 1000)
+    args.quality_slices = args.quality_slices or (1 if cpu else 2)
+    args.budget_s = args.budget_s or (45.0 if cpu else 170.0)
     args.compile_modes = [m.strip() for m in args.compile_modes.split(",") if m.strip()]
     return args
 

@@ -150,8 +150,9 @@ def _superquadric(
     sl = grid.box(center - reach, center + reach)
     if sl is None:
         return None
-    X, Y, Z = grid.axes(sl)
-    d = (X - center[0], Y - center[1], Z - center[2])
+    X, Y, Z = (a.astype(np.float32) for a in grid.axes(sl))
+    d = (X - np.float32(center[0]), Y - np.float32(center[1]), Z - np.float32(center[2]))
+    rot, radii = rot.astype(np.float32), np.asarray(radii, np.float32)
     u = (rot[0, 0] * d[0] + rot[1, 0] * d[1] + rot[2, 0] * d[2]) / radii[0]
     v = (rot[0, 1] * d[0] + rot[1, 1] * d[1] + rot[2, 1] * d[2]) / radii[1]
     w = (rot[0, 2] * d[0] + rot[1, 2] * d[1] + rot[2, 2] * d[2]) / radii[2]
@@ -199,19 +200,19 @@ def _sweep(grid: _Grid, points: np.ndarray, radii: np.ndarray) -> _BoxMask | Non
     if sl is None:
         return None
     X, Y, Z = grid.axes(sl)
-    out = np.zeros(tuple(s.stop - s.start for s in sl), dtype=bool)
-    x0, y0, z0 = X[0, 0, 0], Y[0, 0, 0], Z[0, 0, 0]
-    for p, r in zip(pts, rad):
-        sub = grid.box(p - r, p + r)
-        if sub is None:
+    xs, ys, zs = X[0, 0], Y[0, :, 0], Z[:, 0, 0]
+    out = np.zeros((len(zs), len(ys), len(xs)), dtype=bool)
+    # index range of every ellipsoid inside the sweep's box, computed for all points at once
+    base = np.array([xs[0], ys[0], zs[0]])
+    lo = np.clip(np.floor((pts - rad - base) / grid.spacing).astype(int), 0, None)
+    hi = np.minimum(np.ceil((pts + rad - base) / grid.spacing).astype(int) + 1, np.array([len(xs), len(ys), len(zs)]))
+    for p, r, l, h in zip(pts, rad, lo, hi):
+        if np.any(h <= l):
             continue
-        xs, ys, zs = grid.axes(sub)
-        inside = ((xs - p[0]) / r[0]) ** 2 + ((ys - p[1]) / r[1]) ** 2 + ((zs - p[2]) / r[2]) ** 2 <= 1.0
-        oz = int(round((zs[0, 0, 0] - z0) / grid.spacing[2]))
-        oy = int(round((ys[0, 0, 0] - y0) / grid.spacing[1]))
-        ox = int(round((xs[0, 0, 0] - x0) / grid.spacing[0]))
-        nz, ny, nx = inside.shape
-        out[oz : oz + nz, oy : oy + ny, ox : ox + nx] |= inside
+        dx = ((xs[l[0] : h[0]] - p[0]) / r[0]) ** 2
+        dy = ((ys[l[1] : h[1]] - p[1]) / r[1]) ** 2
+        dz = ((zs[l[2] : h[2]] - p[2]) / r[2]) ** 2
+        out[l[2] : h[2], l[1] : h[1], l[0] : h[0]] |= (dz[:, None, None] + dy[None, :, None] + dx[None, None, :]) <= 1.0
     return sl, out
 
 
@@ -235,7 +236,7 @@ def _thick_sheet(grid: _Grid, points: np.ndarray, half_thickness: float) -> _Box
 def _smooth_noise(shape: tuple[int, ...], rng: np.random.Generator, cell: int) -> np.ndarray:
     """Zero-mean unit-variance smooth noise (random lattice every ``cell`` voxels, linearly upsampled)."""
     coarse_shape = tuple(max(2, s // cell + 2) for s in shape)
-    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), 0.7)
+    coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), 0.7).astype(np.float32)
     fine = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse_shape)], order=1)[: shape[0], : shape[1], : shape[2]]
     return (fine - fine.mean()) / (fine.std() + 1e-9)
 
@@ -415,7 +416,7 @@ def _diaphragm(an: _Anatomy, X: np.ndarray, Y: np.ndarray, apex_r: float, apex_l
     return apex - np.minimum(lateral + posterior + anterior, 130.0 * an.s)
 
 
-def _calibrated(make: Callable[[float], _BoxMask | None], target_ml: float, voxel_ml: float, clip: np.ndarray | None, rounds: int = 4) -> _BoxMask | None:
+def _calibrated(make: Callable[[float], _BoxMask | None], target_ml: float, voxel_ml: float, clip: np.ndarray | None, rounds: int = 3) -> _BoxMask | None:
     """Evaluate ``make(scale)`` and rescale (``rounds`` times) so the clipped volume approaches ``target_ml``."""
     scale = 1.0
     shape = make(scale)
@@ -424,7 +425,7 @@ def _calibrated(make: Callable[[float], _BoxMask | None], target_ml: float, voxe
             return None
         sl, mask = shape
         vol = float((mask & clip[sl]).sum() if clip is not None else mask.sum()) * voxel_ml
-        if vol <= 0 or abs(vol / target_ml - 1.0) < 0.03:
+        if vol <= 0 or abs(vol / target_ml - 1.0) < 0.04:
             return shape
         scale = float(np.clip(scale * (target_ml / vol) ** (1 / 3), 0.6, 1.6))
         shape = make(scale)
@@ -542,8 +543,10 @@ def _build(seed: int, sex: str, height_cm: float, spacing: tuple[float, float, f
         lambda k: _superquadric(grid, liver_c, liver_r0 * k, rot_liver, e_h=2.3, taper=0.55, wobble=0.06, rng=np.random.default_rng(seed + 11)),
         liver_ml), abdomen_cav)
 
-    spleen_c = np.array([88.0 * w, float(ys(zc("T11"))) + 32.0, zc("T11") - 8 * s]) + j(5)
-    spleen_ml = rng.uniform(140, 250) * size_f
+    z_spleen = zc("T12") + 4 * s
+    spleen_x = 0.68 * float(an.profiles(np.array([z_spleen]))["cavity_a"][0])  # keeps it inside small bodies
+    spleen_c = np.array([spleen_x, float(ys(z_spleen)) + 30.0 * w, z_spleen]) + j(4)
+    spleen_ml = rng.uniform(150, 250) * size_f
     rot_spleen = _rotation(deg_z=rng.uniform(25, 40), deg_x=rng.uniform(-10, 10))
     cv.paint("spleen", _Calibrated(
         lambda k: _superquadric(grid, spleen_c, np.array([22.0, 55.0, 50.0]) * k, rot_spleen, wobble=0.08, rng=np.random.default_rng(seed + 12)),

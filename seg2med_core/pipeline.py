@@ -97,31 +97,35 @@ def check_compatible(seg: Segmentation, bundle: Bundle) -> None:
 
 def _timed_progress(
     progress: ProgressFn | None, info: InfoFn | None, n_slices: int, steps: int
-) -> tuple[ProgressFn | None, Callable[[], float]]:
-    """Wrap ``progress`` so the first sampling step is timed and an honest total estimate goes to ``info``.
+) -> tuple[ProgressFn, Callable[[], float]]:
+    """Wrap ``progress`` so the first sampling steps are timed and an honest total estimate goes to ``info``.
 
-    The estimate is ``slices × steps × seconds per slice-step``, with the seconds per slice-step measured on
-    the first (batched) step, so it includes the real batch size and device. Returns the wrapped callback and
-    a function giving the seconds since sampling began.
+    The estimate is ``slices × steps × seconds per slice-step``. The seconds per slice-step are measured on
+    the first step after the warm-up step (the very first step also pays one-time costs such as kernel
+    selection or compilation, so it is reported separately), on the real batch size and device. With a
+    single step nothing is estimated. Returns the wrapped callback and a function giving the seconds since
+    sampling began.
     """
-    state: dict[str, float] = {}
+    marks: list[float] = []
+    state = {"reported": False}
 
     def elapsed() -> float:
-        return time.perf_counter() - state["t0"] if "t0" in state else 0.0
+        return time.perf_counter() - marks[0] if marks else 0.0
 
     def wrapped(done: int, total: int, message: str) -> None:
         now = time.perf_counter()
-        if "t0" not in state:
-            state["t0"] = now
-        elif "estimated" not in state and done >= 1 and total > 0:
-            state["estimated"] = 1.0
-            first = now - state["t0"]
-            per_slice_step = first * total / max(1, done) / max(1, n_slices * steps)
-            estimate = per_slice_step * n_slices * steps
+        if len(marks) < 3:
+            marks.append(now)
+        if len(marks) == 3 and not state["reported"] and total > 2:
+            state["reported"] = True
+            warmup, step = marks[1] - marks[0], marks[2] - marks[1]
+            events_per_step = total / max(1, steps)  # one progress event per batch and step
+            per_slice_step = step * events_per_step / max(1, n_slices)
+            estimate = warmup + step * (total - 1)
             if info is not None:
                 info(
-                    f"estimated {message} time: {format_seconds(estimate)} "
-                    f"({n_slices} slices × {steps} steps × {per_slice_step:.3g} s per slice-step, measured on the first step)"
+                    f"estimated {message} time: {format_seconds(estimate)} ({n_slices} slices × {steps} steps × "
+                    f"{per_slice_step:.3g} s per slice-step, measured; first step incl. warm-up {warmup:.2f} s)"
                 )
         if progress is not None:
             progress(done, total, message)
@@ -132,8 +136,10 @@ def _timed_progress(
 def format_seconds(seconds: float) -> str:
     """``42 s``, ``3 min 05 s`` or ``1 h 02 min`` — for people, not parsers."""
     s = int(round(seconds))
+    if seconds < 1:
+        return f"{max(seconds, 0.0):.2f} s"
     if s < 60:
-        return f"{max(seconds, 0):.0f} s" if seconds >= 1 else f"{seconds:.2f} s"
+        return f"{s} s"
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"

@@ -113,7 +113,8 @@ def convert_command(image: Path, seg: Path, to_modality: str, model: Path, out: 
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """Settings of one training run (``python -m seg2med_core train``)."""
+    """Settings of one training run (``python -m seg2med_core train``); ``out`` is the run folder (config,
+    checkpoints, logs) and the finished bundle is ``out/bundle``."""
 
     data: Path
     out: Path
@@ -142,7 +143,7 @@ def train_command(options: TrainingOptions) -> list[str]:
     """``python -m seg2med_core train ... --progress-format json`` (``--resume`` continues a stopped run)."""
     options.validate()
     cmd = _core("train", "--data", str(options.data), "--out", str(options.out), "--modality", options.modality,
-                "--steps", str(options.steps), "--batch-size", str(options.batch_size),
+                "--max-steps", str(options.steps), "--batch-size", str(options.batch_size),
                 "--image-size", str(options.image_size), "--device", options.device)
     if options.sequence:
         cmd += ["--sequence", options.sequence]

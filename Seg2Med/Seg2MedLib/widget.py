@@ -320,6 +320,7 @@ class Seg2MedController:
     def onCompare(self) -> None:
         p = self.parameterNode()
         metrics, table, ssim_node = self.logic.compare(p.result, p.realImage, self.targetModality())
+        ssim_node.CreateDefaultDisplayNodes()
         slicer.util.setSliceViewerLayers(foreground=ssim_node, foregroundOpacity=0.5)
         ssim_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)

@@ -102,7 +102,7 @@ class TrainingLogic:
         """Add the finished bundle to the user's model registry (so the Seg2Med module lists it)."""
         if bundle_dir is None:
             result = self.runner.result if self.runner is not None else None
-            bundle_dir = (result or {}).get("bundle") or (result or {}).get("output") or (self.options.out if self.options else None)
+            bundle_dir = (result or {}).get("output") or (Path(self.options.out) / "bundle" if self.options else None)
         if bundle_dir is None or not (Path(bundle_dir) / "metadata.json").is_file():
             raise ValueError(f"no finished bundle at {str(bundle_dir)!r} (metadata.json missing)")
         return registry.register_bundle(bundle_dir, name=name, registry=registry_path)
