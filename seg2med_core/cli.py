@@ -527,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_mode = getattr(args, "progress_format", "tqdm") == "json"
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        return 0
     except (Seg2MedError, OSError) as exc:
         message = _one_line(exc)
         if json_mode:

@@ -47,8 +47,8 @@ S2M=("$PY" -m seg2med_core.training.cli)
 
 TRAIN_EXTRA=(); EVAL_STEPS=50
 if [[ $QUICK == 1 ]]; then
-  TRAIN_EXTRA=(--max-steps 8 --batch-size 4 --val-every 4 --checkpoint-every 4 --max-minutes 3)
-  EVAL_STEPS=3
+  TRAIN_EXTRA=(--max-steps 6 --batch-size 4 --val-every 0 --checkpoint-every 3 --max-minutes 3)
+  EVAL_STEPS=2
 fi
 
 demo() {  # name modality image seg config minutes [extra args...]

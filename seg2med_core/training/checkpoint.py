@@ -77,6 +77,7 @@ def save_checkpoint(
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
     try:
         weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS), metadata={"step": str(state.step)})

@@ -296,6 +296,7 @@ _ARRAYS = ("target", "prior", "body", "slice_index")
 def _save_cached(folder: Path, case: PreparedCase) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
     try:
         for name in _ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(case, name), allow_pickle=False)

@@ -91,6 +91,7 @@ def install_bundle(bundle: Path, dest: Path) -> Path:
     """Copy the bundle folder to ``dest`` atomically (replacing an older one)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the installed bundle should not be
     try:
         for item in bundle.iterdir():
             shutil.copy2(item, tmp / item.name)

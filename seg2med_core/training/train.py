@@ -328,6 +328,9 @@ class Trainer:
             if cfg.max_minutes is not None and ddp.any_flag(ctx, time.monotonic() - t0 >= cfg.max_minutes * 60):
                 stopped_by = "time"
                 break
+        if losses and train_log is not None:
+            train_log.append({"step": self.state.step, "epoch": self.state.epoch, "loss": float(np.mean(losses)),
+                              "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": self.state.elapsed_s})
         if cfg.val_every and (not last_val or self.state.step % cfg.val_every != 0):
             last_val = self._validate_and_track(val_log)
         self._checkpoint(train_log, val_log)
