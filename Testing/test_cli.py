@@ -219,7 +219,7 @@ def bad(tmp_path: Path, synthetic_case: dict[str, Path], tiny_bundle: Path) -> d
     moved.SetOrigin((0.0, 0.0, 0.0))
     p["moved_ct"] = _write(moved, tmp_path / "moved_ct.nii.gz")
     p["flat"] = _write(sitk.GetImageFromArray(labels[0]), tmp_path / "flat.nii.gz")
-    p["four_d"] = _write(sitk.GetImageFromArray(np.stack([labels, labels]).astype(np.uint16)), tmp_path / "four_d.nii.gz")
+    p["four_d"] = _write(sitk.JoinSeries([seg, seg]), tmp_path / "four_d.nii.gz")
     nan_ct = sitk.GetArrayFromImage(ct).astype(np.float32)
     nan_ct[2, 10, 10] = np.nan
     p["nan_ct"] = _write(_like(nan_ct, ct), tmp_path / "nan_ct.nii.gz")
