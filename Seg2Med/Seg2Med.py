@@ -8,6 +8,7 @@ the subprocess runner and the GUI behaviour live in ``Seg2MedLib``. The heavy wo
 from __future__ import annotations
 
 import slicer
+import vtk
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -47,6 +48,8 @@ class Seg2MedParameterNode:
     realImage: slicer.vtkMRMLScalarVolumeNode
     result: slicer.vtkMRMLScalarVolumeNode
     fast: bool = True
+    keepSkeleton: bool = True
+    phantomSeed: int = 0
     steps: int = 20
     seed: int = 0
 
@@ -103,6 +106,12 @@ class Seg2MedWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode is not None and self._guiTag is not None:
             self._parameterNode.disconnectGui(self._guiTag)
             self._guiTag = None
+        self._unobserve()
+
+    def _unobserve(self) -> None:
+        if self._parameterNode is not None and self.hasObserver(
+                self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified):
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
@@ -117,13 +126,21 @@ class Seg2MedWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
     def setParameterNode(self, node: Seg2MedParameterNode | None) -> None:
-        if self._parameterNode is not None and self._guiTag is not None:
-            self._parameterNode.disconnectGui(self._guiTag)
+        """Bind the GUI to ``node`` (connectGui) and observe it so buttons and the estimate follow it."""
+        if self._parameterNode is not None:
+            if self._guiTag is not None:
+                self._parameterNode.disconnectGui(self._guiTag)
+                self._guiTag = None
+            self._unobserve()
         self._parameterNode = node
         if node is not None:
             self._guiTag = node.connectGui(self.ui)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self.onParameterNodeModified()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
         if self.controller is not None:
-            self.controller.updateButtons()
+            self.controller.onParameterNodeModified()
 
 
 class Seg2MedTest(ScriptedLoadableModuleTest):

@@ -81,27 +81,31 @@ class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
     def run(self, resume: bool) -> None:
         from Seg2MedLib.commands import TrainingOptions
 
-        with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
-            if resume:
-                options = self.logic.training.resume_options()
-            else:
-                data = self.ui.dataFolderLineEdit.currentPath or str(self.logic.training.export_pairs(self.pairs))
-                out = self.ui.outputFolderLineEdit.currentPath or str(Path.home() / ".seg2med" / "models" / "my_model")
-                options = TrainingOptions(
-                    data=Path(data), out=Path(out), modality=self.ui.modalityComboBox.currentText.lower(),
-                    sequence=self.ui.sequenceComboBox.currentText or None, steps=self.param.steps,
-                    batch_size=self.param.batchSize, image_size=self.param.imageSize,
-                    device=self.ui.deviceComboBox.currentText)
-            self.logic.training.start(options, on_event=self.onEvent)
-            chart = self.logic.training.curve.chart_node
-            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
-            slicer.modules.plots.logic().ShowChartInLayout(chart)
-            self.timer.start()
+        try:
+            with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
+                if resume:
+                    options = self.logic.training.resume_options()
+                else:
+                    data = self.ui.dataFolderLineEdit.currentPath or str(self.logic.training.export_pairs(self.pairs))
+                    out = self.ui.outputFolderLineEdit.currentPath or str(Path.home() / ".seg2med" / "runs" / "my_model")
+                    options = TrainingOptions(
+                        data=Path(data), out=Path(out), modality=self.ui.modalityComboBox.currentText.lower(),
+                        sequence=self.ui.sequenceComboBox.currentText or None, steps=self.param.steps,
+                        batch_size=self.param.batchSize, image_size=self.param.imageSize,
+                        device=self.ui.deviceComboBox.currentText)
+                self.logic.training.start(options, on_event=self.onEvent)
+        except Exception:  # noqa: BLE001  (already shown by tryWithErrorDisplay)
+            return
+        slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotView)
+        slicer.modules.plots.logic().ShowChartInLayout(self.logic.training.curve.chart_node)
+        self.timer.start()
 
     def onEvent(self, event) -> None:
         if event.kind == "progress":
             self.ui.progressBar.maximum = max(int(event.data.get("total", 1)), 1)
             self.ui.progressBar.value = int(event.data.get("done", 0))
+            loss = event.data.get("loss")
+            self.ui.progressBar.setFormat(f"{event.message} %v/%m" + (f", loss {loss}" if loss is not None else ""))
         elif event.kind in ("log", "stderr", "error"):
             self.ui.logTextEdit.appendPlainText(event.message)
 

@@ -49,6 +49,15 @@ def test_help_lists_every_subcommand() -> None:
     assert set(SUBCOMMANDS) <= set(sub)
 
 
+@pytest.mark.parametrize("command", ["", "prior", "synthesize", "convert", "labels", "bundle", "demo"])
+def test_help_is_ascii_for_subprocess_consumers(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Front-ends may decode our output with an ASCII locale (3D Slicer on some systems)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"] if command else ["--help"])
+    assert exit_info.value.code == 0
+    capsys.readouterr().out.encode("ascii")
+
+
 # ------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def synthesized(examples: Path, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

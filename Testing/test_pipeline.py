@@ -115,7 +115,7 @@ def test_tiny_diffusion_bundle_on_examples(examples: Path, tiny_bundle: Path) ->
     # progress counts batch-steps up to the total; the estimate is printed once, with its arithmetic
     assert events[0][0] == 0 and events[-1][0] == events[-1][1] == 4 * 2
     estimates = [line for line in lines if line.startswith("estimated sampling time")]
-    assert len(estimates) == 1 and f"{result.slices_sampled} slices × 2 steps" in estimates[0]
+    assert len(estimates) == 1 and f"{result.slices_sampled} slices x 2 steps" in estimates[0]
 
 
 def test_same_seed_same_volume_other_seed_differs(synthetic_case: dict[str, Path], tiny_bundle: Path) -> None:

@@ -111,7 +111,46 @@ def test_training_export_curve_resume_and_register(tmp_path: Path, monkeypatch: 
     with pytest.raises(ValueError, match="metadata.json"):
         logic.register()  # the fake bundle has no metadata
     registered = []
-    monkeypatch.setattr(training_module.registry, "register_bundle",
+    import seg2med_core.registry
+
+    monkeypatch.setattr(seg2med_core.registry, "register_bundle",
                         lambda path, name=None, registry=None: registered.append(Path(path)) or "entry")
     (tmp_path / "bundle" / "metadata.json").write_text(json.dumps({"name": "x"}))
     assert logic.register(registry_path=tmp_path / "reg.json") == "entry" and registered == [tmp_path / "bundle"]
+
+
+def test_loss_curve_follows_the_trainers_real_json_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child prints with the core's own ``emit_json`` exactly what ``seg2med_core.training.cli`` prints with
+    ``--progress-format json``: progress with ``loss`` while training, progress without it while preparing
+    the slices, NaN as the string "nan"; all of it reaches the live loss curve correctly."""
+    from Seg2MedTrainingLib.logic import TrainingLogic, loss_point
+
+    fake = tmp_path / "fake_train.py"
+    fake.write_text(textwrap.dedent(
+        """
+        import os, sys
+        from seg2med_core.cli_common import emit_json
+        out = sys.argv[sys.argv.index("--out") + 1]
+        emit_json("progress", done=1, total=2, message="preparing slices")
+        emit_json("log", message="training on 2 cases")
+        for step, loss in [(10, 0.8), (20, float("nan")), (30, 0.3)]:
+            emit_json("progress", done=step, total=30, message="training", loss=loss)
+        emit_json("metric", step=30, loss=0.25)
+        os.makedirs(out, exist_ok=True)
+        emit_json("done", output=out, steps=30, stopped_by="max_steps")
+        """))
+    import Seg2MedTrainingLib.logic as training_module
+
+    monkeypatch.setattr(training_module, "train_command", lambda options: [sys.executable, str(fake), "--out", str(options.out)])
+    scene = slicer.vtkMRMLScene()
+    logic = TrainingLogic(scene)
+    seen: list[RunEvent] = []
+    runner = logic.start(TrainingOptions(data=tmp_path, out=tmp_path / "run"), on_event=seen.append)
+    runner.wait(timeout_s=60)
+    assert runner.state == RunState.SUCCEEDED, runner.stderr_text[-1000:]
+    assert logic.curve.points == [(10.0, 0.8), (30.0, 0.3), (30.0, 0.25)]
+    assert runner.result["output"] == str(tmp_path / "run")
+    assert [e.kind for e in seen].count("progress") == 4  # the caller still gets every event
+    assert loss_point(RunEvent("progress", {"done": 5, "total": 9, "message": "preparing"})) is None
+    assert loss_point(RunEvent("log", {"message": "step 10: loss 0.1"})) is None
+    assert loss_point(RunEvent("metric", {"step": 4, "loss": "0.5"})) == (4.0, 0.5)

@@ -112,3 +112,33 @@ def test_command_builders_validate_and_include_json_progress(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="does not exist"):
         train_command(TrainingOptions(data=tmp_path / "missing", out=tmp_path / "b"))
     assert child_environment()["PYTHONPATH"].split(":")[0] == str(ROOT)
+
+
+def test_synthesize_command_passes_label_set_and_image_modality() -> None:
+    cmd = synthesize_command(Path("s.nii.gz"), Path("m"), Path("o.nii.gz"), SynthesisOptions(sampler="dpmpp_2m"),
+                             image=Path("i.nii.gz"), label_set="total_mr", image_modality="mr")
+    assert cmd[cmd.index("--label-set") + 1] == "total_mr" and cmd[cmd.index("--image-modality") + 1] == "mr"
+    assert cmd[cmd.index("--sampler") + 1] == "dpmpp_2m"
+    no_image = synthesize_command(Path("s"), Path("m"), Path("o"), SynthesisOptions(), image_modality="mr")
+    assert "--image-modality" not in no_image and "--label-set" not in no_image
+    with pytest.raises(ValueError, match="'pet'"):
+        synthesize_command(Path("s"), Path("m"), Path("o"), SynthesisOptions(), image=Path("i"), image_modality="pet")
+
+
+def test_auto_device_guess_never_imports_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from Seg2MedLib import estimate
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(estimate.shutil, "which", lambda name: "/usr/bin/nvidia-smi" if name == "nvidia-smi" else None)
+    assert estimate.guess_auto_device() == ("cuda", "NVIDIA driver found")
+    monkeypatch.setattr(estimate.shutil, "which", lambda name: None)
+    monkeypatch.setattr(estimate.sys, "platform", "linux")
+    assert estimate.guess_auto_device()[0] == "cpu"
+    assert "torch" not in sys.modules
+    (tmp_path / "metadata.json").write_text('{"image_size": 128}')
+    assert estimate.model_image_size(tmp_path) == 128
+    assert estimate.model_image_size(tmp_path / "missing") == 256 and estimate.model_image_size(None) == 256
+    from Seg2MedLib.logic import Seg2MedLogic
+
+    text = Seg2MedLogic.estimate(40, SynthesisOptions(steps=10, device="auto"), model_dir=tmp_path)
+    assert text.startswith("≈") and "on cpu" in text and "128²" in text and "[auto: no GPU driver found]" in text

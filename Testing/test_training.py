@@ -266,12 +266,12 @@ def test_ddp_two_processes_gloo_write_one_bundle(tmp_path: Path) -> None:
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "seg2med_core.training.cli", "train", "--data", str(tmp_path / "data"), "--modality", "ct",
         "--config", str(tmp_path / "cfg.json"), "--out", str(tmp_path / "run"), "--device", "cpu",
         "--cache-dir", str(tmp_path / "cache"), "--progress-format", "none",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote bundle") == 1
     meta = json.loads((tmp_path / "run" / "bundle" / "metadata.json").read_text())

@@ -61,7 +61,7 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 on GPU, 20 on CPU; paper: 1000 DDPM)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume (default 0)")
-    p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: what fits the device memory)")
     p.add_argument("--no-fast", action="store_true", help="GPU: disable the bf16/channels-last/SDPA fast path")
     p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (slow first batch)")
@@ -358,7 +358,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         return 0
     if args.bundle_command == "register":
         entry = registry.register_bundle(args.path, name=args.name)
-        print(f"registered '{entry.name}' ({entry.modality}) → {entry.path} in {registry.user_registry_path()}")
+        print(f"registered '{entry.name}' ({entry.modality}) -> {entry.path} in {registry.user_registry_path()}")
         return 0
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -476,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_argument(p)
     p.set_defaults(func=cmd_synthesize)
 
-    p = sub.add_parser("convert", help="MR→CT or CT→MR: label conversion, body from the source image, synthesis")
+    p = sub.add_parser("convert", help="MR->CT or CT->MR: label conversion, body from the source image, synthesis")
     _add_seg_arguments(p)
     _add_sampler_arguments(p)
     p.add_argument("--image", required=True, help="source image (MR for --to ct, CT for --to mr)")
@@ -491,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = p.add_subparsers(dest="labels_command", required=True)
     q = lsub.add_parser("list", help="label sets, or the ids and names of one label set")
     q.add_argument("label_set", nargs="?", default=None)
-    q = lsub.add_parser("convert", help="relabel total ↔ total_mr (by class name)")
+    q = lsub.add_parser("convert", help="relabel total <-> total_mr (by class name)")
     q.add_argument("--seg", required=True)
     q.add_argument("--label-set", default=None)
     q.add_argument("--to", required=True, choices=("total", "total_mr"))
@@ -506,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = bsub.add_parser("register", help="add a local bundle folder to your registry (SEG2MED_REGISTRY)")
     q.add_argument("path")
     q.add_argument("--name", default=None, help="registry name (default: the bundle's name)")
-    q = bsub.add_parser("import", help="MONAI-Generative state dict (.pt/.pth) → bundle folder")
+    q = bsub.add_parser("import", help="MONAI-Generative state dict (.pt/.pth) -> bundle folder")
     q.add_argument("checkpoint")
     q.add_argument("--out", required=True)
     q.add_argument("--modality", choices=("ct", "mr"), required=True)

@@ -34,13 +34,13 @@ def add_subcommands(subparsers: Any) -> None:
     """Add ``demo`` to the ``seg2med`` parser."""
     p = subparsers.add_parser(
         "demo",
-        help="phantom → synthetic CT and MR with the shipped demo models; no data or downloads needed",
+        help="phantom -> synthetic CT and MR with the shipped demo models; no data or downloads needed",
     )
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed")
     p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS)
     p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"DDIM steps (default {DEMO_STEPS})")
-    p.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--ct-model", default=DEMO_CT_MODEL, help="CT bundle folder or registry name")
     p.add_argument("--mr-model", default=DEMO_MR_MODEL, help="MR bundle folder or registry name ('none' to skip MR)")
     add_progress_argument(p)

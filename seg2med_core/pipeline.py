@@ -124,7 +124,7 @@ def _timed_progress(
             estimate = warmup + step * (total - 1)
             if info is not None:
                 info(
-                    f"estimated {message} time: {format_seconds(estimate)} ({n_slices} slices × {steps} steps × "
+                    f"estimated {message} time: {format_seconds(estimate)} ({n_slices} slices x {steps} steps x "
                     f"{per_slice_step:.3g} s per slice-step, measured; first step incl. warm-up {warmup:.2f} s)"
                 )
         if progress is not None:
@@ -198,7 +198,7 @@ def synthesize(
             what = "regression" if meta.model_kind == "regression" else f"{config.kind}, {config.steps} steps"
             info(
                 f"model '{meta.name}' ({modality.upper()}, {what}) on {device}: {n_keep} of {grid.n_slices} slices "
-                f"contain body, {meta.image_size}² px at {meta.spacing_xy:g} mm"
+                f"contain body, {meta.image_size}x{meta.image_size} px at {meta.spacing_xy:g} mm"
             )
         timed, elapsed = _timed_progress(progress, info, n_keep, steps)
         if meta.model_kind == "regression":

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLERS = ("ddpm", "ddim")
+SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODALITIES = ("ct", "mr")
 
@@ -86,15 +86,27 @@ class SynthesisOptions:
             raise ValueError(f"seed must be >= 0 or empty, got {self.seed}")
 
 
-def synthesize_command(seg: Path, model: Path, out: Path, options: SynthesisOptions, image: Path | None = None) -> list[str]:
-    """``python -m seg2med_core synthesize ... --progress-format json``."""
+def synthesize_command(seg: Path, model: Path, out: Path, options: SynthesisOptions, image: Path | None = None,
+                       *, label_set: str | None = None, image_modality: str | None = None) -> list[str]:
+    """``python -m seg2med_core synthesize ... --progress-format json``.
+
+    ``label_set`` skips the CLI's guess (the GUI knows it); ``image_modality`` says whether ``image`` is a CT
+    or an MR (the CLI takes the body contour from it, and computes metrics when it has the model's modality).
+    """
     options.validate()
-    cmd = _core("synthesize", "--seg", str(seg), "--model", str(model), "--out", str(out),
-                "--steps", str(int(options.steps)), "--sampler", options.sampler, "--device", options.device)
+    if image_modality is not None and image_modality not in MODALITIES:
+        raise ValueError(f"image modality {image_modality!r} is not one of {', '.join(MODALITIES)}")
+    cmd = _core("synthesize", "--seg", str(seg))
+    if label_set:
+        cmd += ["--label-set", label_set]
+    cmd += ["--model", str(model), "--out", str(out), "--steps", str(int(options.steps)), "--sampler", options.sampler,
+            "--device", options.device]
     if options.seed is not None:
         cmd += ["--seed", str(int(options.seed))]
     if image is not None:
         cmd += ["--image", str(image)]
+        if image_modality is not None:
+            cmd += ["--image-modality", image_modality]
     return cmd + ["--progress-format", "json"]
 
 

@@ -7,7 +7,12 @@ batch size. They were measured once and live only here; docs/slicer.md says how 
 
 from __future__ import annotations
 
+import json
 import math
+import platform
+import shutil
+import sys
+from pathlib import Path
 
 #: device → {image size: seconds per slice-step}.
 #: cuda: NVIDIA H100 80GB, torch 2.11, bf16 autocast, batch 64/32/64/8 (128/256/256/512 px).
@@ -63,3 +68,37 @@ def describe_estimate(n_slices: int, steps: int, device: str, image_size: int = 
     if device not in SECONDS_PER_SLICE_STEP:
         text += f"; {device} not measured, {FALLBACK_DEVICE} figures used"
     return text
+
+
+def guess_auto_device() -> tuple[str, str]:
+    """(device, reason) that ``--device auto`` will most likely pick, *without* importing torch into Slicer.
+
+    torch is asked only when something already imported it; otherwise an NVIDIA driver (``nvidia-smi`` on the
+    PATH) means CUDA and Apple silicon means MPS. The reason goes into the estimate text, so a wrong guess is
+    visible to the user.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                return "cuda", "torch sees a GPU"
+        except Exception:  # noqa: BLE001  (a broken CUDA set-up must not break the estimate)
+            pass
+        return "cpu", "torch sees no GPU"
+    if shutil.which("nvidia-smi"):
+        return "cuda", "NVIDIA driver found"
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        return "mps", "Apple silicon"
+    return "cpu", "no GPU driver found"
+
+
+def model_image_size(bundle_dir: str | Path | None, default: int = 256) -> int:
+    """``image_size`` from a local bundle's ``metadata.json`` (plain JSON, no torch); ``default`` otherwise."""
+    if bundle_dir is None:
+        return default
+    path = Path(bundle_dir) / "metadata.json"
+    try:
+        size = int(json.loads(path.read_text(encoding="utf-8")).get("image_size", default))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return default
+    return size if size > 0 else default

@@ -14,19 +14,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
 
 from . import nodes, tables
 from .commands import SynthesisOptions, child_environment, ensure_core_importable, synthesize_command
-from .estimate import describe_estimate
+from .estimate import describe_estimate, guess_auto_device, model_image_size
 from .process import ProcessRunner, RunEvent
 
+# Only the path is set up here: seg2med_core (and through it scipy/scikit-image) is imported inside the
+# methods that need it, so opening the module in Slicer stays fast and never pulls in torch.
 ensure_core_importable()
 
-from seg2med_core import io as core_io  # noqa: E402  (needs the path set up above)
-from seg2med_core import labels as core_labels  # noqa: E402
-from seg2med_core import metrics as core_metrics  # noqa: E402
+if TYPE_CHECKING:
+    from seg2med_core.composite import CompositeReport
+    from seg2med_core.io import Segmentation
+    from seg2med_core.labels import ConversionReport
+
+#: Segmentation node attribute holding the JSON ``CompositeReport`` of a composite phantom.
+COMPOSITE_REPORT_ATTRIBUTE = "Seg2Med.CompositeReport"
 
 
 @dataclass
@@ -64,11 +72,19 @@ class Seg2MedLogic:
             by_id = {values[segmentation.GetNthSegmentID(i)]: n for i, n in enumerate(names)}
         except ValueError:
             by_id = {-(i + 1): n for i, n in enumerate(names)}  # negative ids never match: names decide
+        from seg2med_core import labels as core_labels
+
         return core_labels.guess_label_set(set(), by_id)
 
     def segmentation_from_node(self, seg_node: Any, reference: Any | None = None,
-                               label_set: str | None = None) -> core_io.Segmentation:
-        """Core ``Segmentation`` from a segmentation node; ids follow the label set, by segment name."""
+                               label_set: str | None = None) -> Segmentation:
+        """Core ``Segmentation`` from a segmentation node; ids follow the label set, by segment name.
+
+        Exported on ``reference``'s grid when given, else on the segmentation's own reference geometry.
+        """
+        from seg2med_core import io as core_io
+        from seg2med_core import labels as core_labels
+
         if seg_node is None:
             raise ValueError("no segmentation selected")
         names = [seg_node.GetSegmentation().GetNthSegment(i).GetName()
@@ -81,15 +97,18 @@ class Seg2MedLogic:
         image, _ = nodes.segmentation_node_to_labelmap(self.scene, seg_node, reference, name_to_id)
         return core_io.Segmentation(image=sitk.Cast(image, sitk.sitkUInt16), names=set_names, label_set=label_set)
 
-    def segmentation_to_node(self, seg: core_io.Segmentation, name: str, node: Any | None = None) -> Any:
+    def segmentation_to_node(self, seg: Segmentation, name: str, node: Any | None = None) -> Any:
         """New (or refilled) segmentation node holding ``seg``'s labels with their class names."""
         if node is not None:
             node.GetSegmentation().RemoveAllSegments()
         return nodes.labelmap_to_segmentation_node(self.scene, seg.image, seg.names, node=node, name=name)
 
     def convert_segmentation_node(self, seg_node: Any, reference: Any | None, to_label_set: str,
-                                  from_label_set: str | None = None) -> tuple[Any, core_labels.ConversionReport]:
+                                  from_label_set: str | None = None) -> tuple[Any, ConversionReport]:
         """'Convert to CT/MR labels' in one click: a new node relabelled ``total`` ↔ ``total_mr``."""
+        from seg2med_core import io as core_io
+        from seg2med_core import labels as core_labels
+
         seg = self.segmentation_from_node(seg_node, reference, from_label_set)
         if seg.label_set == to_label_set:
             raise ValueError(f"segmentation {seg_node.GetName()!r} already uses label set {to_label_set!r}")
@@ -99,24 +118,52 @@ class Seg2MedLogic:
         new = core_io.Segmentation(image=image, names=core_labels.names_for(to_label_set), label_set=to_label_set)
         return self.segmentation_to_node(new, f"{seg_node.GetName()} ({to_label_set})"), report
 
-    def compose_segmentation_nodes(self, body: tuple[Any, Any | None], organ_sources: Sequence[tuple[Any, Any | None, list[str]]],
-                                   keep_skeleton: bool = True) -> tuple[Any, Any]:
-        """Composite patient: the body of one segmentation with organs taken from others (core ``compose``).
+    def build_composite(self, body_node: Any, organ_sources: Sequence[tuple[Any, Sequence[str]]],
+                        keep_skeleton: bool = True, reference: Any | None = None,
+                        name: str | None = None) -> tuple[Any, CompositeReport]:
+        """Composite phantom: the body (and skeleton) of ``body_node`` with organs of other patients' nodes.
 
-        ``body`` is ``(segmentation node, reference volume or None)``; each organ source is
-        ``(segmentation node, reference or None, [organ names])``.
+        ``organ_sources`` is ``[(segmentation node, [organ names in that node's label set]), ...]``; each source
+        is exported on its own grid and ``seg2med_core.composite.compose`` aligns it to the body. The result is a
+        new segmentation node on the body's grid (``reference``'s when given) in the body's label set; the
+        ``CompositeReport`` (alignment per source, voxels outside the body or in conflict per organ) is
+        returned and also stored as JSON in the node attribute ``Seg2Med.CompositeReport``.
         """
+        import json
+
         from seg2med_core.composite import compose
 
-        body_seg = self.segmentation_from_node(body[0], body[1])
-        sources = [(self.segmentation_from_node(n, r), list(organs)) for n, r, organs in organ_sources]
-        if not sources:
-            raise ValueError("choose at least one organ source for the composite")
-        result, report = compose(body_seg, sources, keep_skeleton=keep_skeleton)
-        return self.segmentation_to_node(result, "Composite segmentation"), report
+        if body_node is None:
+            raise ValueError("choose the segmentation that gives the body of the composite")
+        if not organ_sources:
+            raise ValueError("choose at least one organ source for the composite (a segmentation and organ names)")
+        body = self.segmentation_from_node(body_node, reference)
+        sources, labels = [], []
+        for node, organs in organ_sources:
+            if node is None:
+                raise ValueError("an organ source of the composite has no segmentation node")
+            if not organs:
+                raise ValueError(f"no organ names given for organ source {node.GetName()!r}")
+            sources.append((self.segmentation_from_node(node), [str(o) for o in organs]))
+            labels.append(node.GetName())
+        result, report = compose(body, sources, keep_skeleton=keep_skeleton, body_name=body_node.GetName(),
+                                 source_names=labels)
+        node = self.segmentation_to_node(result, name or f"Composite of {body_node.GetName()}")
+        node.SetAttribute(COMPOSITE_REPORT_ATTRIBUTE, json.dumps(report.to_dict()))
+        return node, report
+
+    def compose_segmentation_nodes(self, body: tuple[Any, Any | None],
+                                   organ_sources: Sequence[tuple[Any, Any | None, list[str]]],
+                                   keep_skeleton: bool = True) -> tuple[Any, CompositeReport]:
+        """Older spelling of :meth:`build_composite`: ``body=(node, reference)``, sources ``(node, _, organs)``."""
+        return self.build_composite(body[0], [(n, organs) for n, _r, organs in organ_sources], keep_skeleton,
+                                    reference=body[1])
 
     def load_task_outputs(self, outputs: Sequence[Path], label_set: str, node: Any | None = None) -> Any:
         """TotalSegmentator outputs (main task, then optional tissue task) merged into one segmentation node."""
+        from seg2med_core import io as core_io
+        from seg2med_core import labels as core_labels
+
         from .segment import merge_task_outputs
 
         main = core_io.read_image(outputs[0])
@@ -127,6 +174,9 @@ class Seg2MedLogic:
 
     def merge_tissue_node(self, seg_node: Any, tissue_node: Any, reference: Any | None) -> Any:
         """Merge a tissue-types segmentation node into ``seg_node`` (organs win), then drop the tissue node."""
+        from seg2med_core import io as core_io
+        from seg2med_core import labels as core_labels
+
         from .segment import merge_task_outputs
 
         main = self.segmentation_from_node(seg_node, reference)
@@ -138,31 +188,72 @@ class Seg2MedLogic:
         self.scene.RemoveNode(tissue_node)
         return self.segmentation_to_node(merged, seg_node.GetName(), node=seg_node)
 
-    def phantom_node(self, seed: int = 0, region: str = "abdomen-pelvis") -> Any:
-        """A procedural torso phantom (``total`` labels) as a new segmentation node: no patient needed."""
+    def phantom_node(self, seed: int = 0, region: str = "abdomen-pelvis", sex: str = "male",
+                     height_cm: float = 175.0, spacing_mm: float = 3.0) -> Any:
+        """A procedural torso phantom (``total`` labels, ``seg2med_core.phantom.make_phantom``) as a new
+        segmentation node: the "no input volume" path. Its reference geometry is the phantom's grid."""
         from seg2med_core.phantom import make_phantom
 
-        return self.segmentation_to_node(make_phantom(seed=seed, region=region), f"Phantom seed {seed}")
+        phantom = make_phantom(seed=int(seed), sex=sex, height_cm=float(height_cm),  # type: ignore[arg-type]
+                               spacing=(float(spacing_mm),) * 3, region=region)  # type: ignore[arg-type]
+        return self.segmentation_to_node(phantom, f"Phantom {sex} {region} seed {seed}")
+
+    # -- geometry ------------------------------------------------------------------------------------------
+    @staticmethod
+    def axial_slice_count(seg_node: Any | None, reference: Any | None = None) -> int | None:
+        """Number of axial slices the sampler will process, without exporting anything.
+
+        The core samples along the index axis closest to superior-inferior (``preprocess.to_canonical``), so
+        this is the size of that axis of ``reference`` (when given) or of the segmentation's reference grid.
+        ``None`` when neither geometry is known.
+        """
+        import slicer
+        import vtk
+
+        if reference is not None and reference.GetImageData() is not None:
+            dims = reference.GetImageData().GetDimensions()
+            directions = vtk.vtkMatrix4x4()
+            reference.GetIJKToRASDirectionMatrix(directions)
+        elif seg_node is not None:
+            geometry = seg_node.GetSegmentation().GetConversionParameter(
+                slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+            image = slicer.vtkOrientedImageData()
+            if not geometry or not slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, image, False):
+                return None
+            extent = image.GetExtent()
+            dims = tuple(extent[2 * i + 1] - extent[2 * i] + 1 for i in range(3))
+            directions = vtk.vtkMatrix4x4()
+            image.GetDirectionMatrix(directions)
+        else:
+            return None
+        axis = max(range(3), key=lambda i: abs(directions.GetElement(2, i)))
+        return int(dims[axis]) if dims[axis] > 0 else None
 
     # -- synthesis ---------------------------------------------------------------------------------------
     def prepare_synthesis(self, seg_node: Any, reference: Any | None, model: str | Path, options: SynthesisOptions,
                           image_node: Any | None = None, label_set: str | None = None,
-                          workdir: Path | None = None) -> SynthesisJob:
-        """Export the inputs to a work folder and build the CLI command (nothing is started yet)."""
+                          workdir: Path | None = None, image_modality: str | None = None) -> SynthesisJob:
+        """Export the inputs to a work folder and build the CLI command (nothing is started yet).
+
+        ``image_node`` (optional) is a real image in the segmentation's space: the CLI takes the body contour
+        from it; ``image_modality`` says whether it is a CT or an MR.
+        """
+        from seg2med_core import io as core_io
+
         seg = self.segmentation_from_node(seg_node, reference, label_set)
         workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="seg2med-"))
         workdir.mkdir(parents=True, exist_ok=True)
-        seg_path = core_io.write_segmentation(seg, workdir / "segmentation.nii.gz")
-        inputs = {"seg": Path(seg_path)}
+        seg_path = Path(core_io.write_segmentation(seg, workdir / "segmentation.nii.gz"))
+        inputs = {"seg": seg_path}
         image_path = None
         if image_node is not None:
             image_path = Path(core_io.write_image(nodes.volume_node_to_sitk(image_node), workdir / "image.nii.gz"))
             inputs["image"] = image_path
         output = workdir / "synthetic.nii.gz"
-        command = synthesize_command(Path(seg_path), Path(model), output, options, image=image_path)
-        command[command.index("--seg") + 2:command.index("--seg") + 2] = ["--label-set", seg.label_set]
+        command = synthesize_command(seg_path, Path(model), output, options, image=image_path, label_set=seg.label_set,
+                                     image_modality=image_modality if image_path is not None else None)
         return SynthesisJob(command=command, env=child_environment(), workdir=workdir, output=output,
-                            label_set=seg.label_set, n_slices=int(seg.image.GetSize()[2]), inputs=inputs)
+                            label_set=seg.label_set, n_slices=_axial_size(seg.image), inputs=inputs)
 
     def start(self, job: SynthesisJob, on_event: Callable[[RunEvent], None] | None = None) -> ProcessRunner:
         """Start the job's process; the caller polls the returned runner (QTimer in Slicer)."""
@@ -171,16 +262,21 @@ class Seg2MedLogic:
         return runner
 
     @staticmethod
-    def estimate(n_slices: int, options: SynthesisOptions, image_size: int = 256) -> str:
-        """Time estimate text; ``auto`` counts as CUDA when torch sees a GPU, else CPU."""
-        device = options.device
+    def estimate(n_slices: int, options: SynthesisOptions, image_size: int | None = None,
+                 model_dir: str | Path | None = None) -> str:
+        """Time estimate text. ``auto`` is resolved by :func:`estimate.guess_auto_device` (torch is not
+        imported for this); the image size comes from the bundle's metadata when ``model_dir`` is local."""
+        size = image_size or model_image_size(model_dir)
+        device, note = options.device, ""
         if device == "auto":
-            device = "cuda" if _cuda_available() else "cpu"
-        steps = options.steps
-        return describe_estimate(n_slices, steps, device, image_size)
+            device, reason = guess_auto_device()
+            note = f" [auto: {reason}]"
+        return describe_estimate(n_slices, int(options.steps), device, size) + note
 
     def load_result(self, path: str | Path, name: str, reference: Any | None = None) -> Any:
         """Load a synthetic volume as a new scalar volume node (checked against the reference geometry)."""
+        from seg2med_core import io as core_io
+
         image = core_io.read_image(path)
         if reference is not None:
             core_io.check_same_geometry(image, nodes.volume_node_to_sitk(reference), f"result '{path}'",
@@ -191,6 +287,8 @@ class Seg2MedLogic:
     def compare(self, synthetic_node: Any, real_node: Any, modality: str,
                 mask: np.ndarray | None = None) -> tuple[dict[str, Any], Any, Any]:
         """SSIM/PSNR/MAE inside the body: returns (metrics, metrics table node, SSIM map volume node)."""
+        from seg2med_core import io as core_io
+        from seg2med_core import metrics as core_metrics
         from seg2med_core.preprocess import body_mask_from_image
 
         synthetic = nodes.volume_node_to_sitk(synthetic_node)
@@ -217,6 +315,9 @@ class Seg2MedLogic:
                        worst_n: int = 5) -> tuple[dict[str, float], Any]:
         """Per-organ Dice between the input labels and the labels TotalSegmentator finds on the synthetic
         volume (converted to the input's label set first when they differ)."""
+        from seg2med_core import labels as core_labels
+        from seg2med_core import metrics as core_metrics
+
         a = self.segmentation_from_node(original, reference)
         b = self.segmentation_from_node(resegmented, reference)
         b_arr = b.array()
@@ -228,10 +329,7 @@ class Seg2MedLogic:
         return dice, tables.dice_table_node(self.scene, dice, f"{original.GetName()} round-trip Dice", worst_n=worst_n)
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
+def _axial_size(image: sitk.Image) -> int:
+    """Size of the index axis closest to superior-inferior (the core's axial slice count)."""
+    direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
+    return int(image.GetSize()[int(np.argmax(np.abs(direction[2])))])

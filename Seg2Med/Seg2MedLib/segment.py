@@ -79,18 +79,30 @@ def merge_task_outputs(main: sitk.Image, tissue: sitk.Image | None) -> sitk.Imag
 
 
 def slicer_totalsegmentator_logic() -> Any | None:
-    """The SlicerTotalSegmentator extension's logic when that extension is installed, else ``None``."""
+    """A new ``TotalSegmentatorLogic`` of the SlicerTotalSegmentator extension when it is installed, else ``None``.
+
+    The logic class is created directly (as other modules do) rather than through the module's widget.
+    """
     try:
         import slicer
 
         if not hasattr(slicer, "modules") or not hasattr(slicer.modules, "totalsegmentator"):
             return None
-        return slicer.util.getModuleLogic("TotalSegmentator")
+        from TotalSegmentator import TotalSegmentatorLogic  # the extension's module file
+
+        return TotalSegmentatorLogic()
     except (ImportError, AttributeError, RuntimeError):
         return None
 
 
 def run_with_slicer_extension(logic: Any, volume_node: Any, segmentation_node: Any, task: str, fast: bool,
                               cpu: bool) -> None:
-    """Run one task through SlicerTotalSegmentator (blocking; that logic keeps the GUI alive itself)."""
+    """Run one task through SlicerTotalSegmentator (blocking; that logic keeps the GUI alive itself).
+
+    ``setupPythonRequirements()`` installs TotalSegmentator/PyTorch on first use (asking first); segment names
+    are kept as TotalSegmentator class names (``useStandardSegmentNames = False``), because Seg2Med maps
+    segment names to label ids — terminology names such as "Left kidney" would not match.
+    """
+    logic.setupPythonRequirements()
+    logic.useStandardSegmentNames = False
     logic.process(volume_node, segmentation_node, fast=fast and task in FAST_TASKS, cpu=cpu, task=task)

@@ -1,25 +1,26 @@
 """Qt side of the Seg2Med module: button handlers, QTimer-driven process polling, confirmations, layout.
 
 Only this file (and the module file) show dialogs; the logic it calls raises ``ValueError`` whose message
-is shown as is. Requires Slicer's ``qt``/``slicer`` (not importable in plain Python).
+is shown as is. Requires Slicer's ``qt``/``slicer`` (not importable in plain Python). ``seg2med_core`` is
+imported inside the handlers, so loading the module does not load the core (nor, ever, torch).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import threading
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import qt
 import slicer
 
 from . import segment
-from .commands import SynthesisOptions, child_environment, ensure_core_importable
+from .commands import SynthesisOptions, child_environment
 from .process import ProcessRunner, RunEvent, RunState
-
-ensure_core_importable()
-from seg2med_core import registry  # noqa: E402
 
 POLL_MS = 200
 
@@ -32,7 +33,7 @@ class QtRunnerAdapter:
         self.on_finished = on_finished
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
-        self.timer.timeout.connect(self._tick)
+        self.timer.connect("timeout()", self._tick)
 
     def start(self, command: list[str], env: dict[str, str], cwd: str | None = None) -> None:
         self.runner.start(command, env=env, cwd=cwd)
@@ -55,31 +56,43 @@ class Seg2MedController:
         self.ui, self.logic, self.parameterNode = ui, logic, parameterNode
         self.adapter: QtRunnerAdapter | None = None
         self.pending: Callable[[ProcessRunner], None] | None = None
-        self.entries: list[registry.RegistryEntry] = []
+        self.entries: list[Any] = []  # seg2med_core.registry.RegistryEntry of the current modality/sequence
+        self.organSources: list[tuple[str, list[str]]] = []  # (segmentation node ID, organ names)
         for button, slot in [
             (ui.segmentButton, self.onSegment), (ui.phantomButton, self.onPhantom),
-            (ui.editSegmentationButton, self.onEdit), (ui.composeButton, self.onCompose),
+            (ui.editSegmentationButton, self.onEdit), (ui.addOrganSourceButton, self.onAddOrganSource),
+            (ui.clearOrganSourcesButton, self.onClearOrganSources), (ui.composeButton, self.onCompose),
             (ui.convertLabelsButton, self.onConvertLabels), (ui.addModelButton, self.onAddModel),
             (ui.downloadModelButton, self.onDownload), (ui.synthesizeButton, self.onSynthesize),
             (ui.cancelButton, self.cancel), (ui.compareButton, self.onCompare), (ui.roundTripButton, self.onRoundTrip),
         ]:
             button.connect("clicked(bool)", lambda _checked=False, s=slot: self._guarded(s))
-        for widget in (ui.stepsSpinBox, ui.deviceComboBox, ui.segmentationSelector, ui.modelComboBox):
-            signal = "valueChanged(int)" if widget is ui.stepsSpinBox else (
-                "currentNodeChanged(vtkMRMLNode*)" if widget is ui.segmentationSelector else "currentIndexChanged(int)")
-            widget.connect(signal, lambda *_: self.updateEstimate())
-        ui.targetModalityComboBox.connect("currentIndexChanged(int)", lambda *_: self.refreshModels())
-        self.refreshModels()
-        self.updateButtons()
+        ui.stepsSpinBox.connect("valueChanged(int)", lambda *_: self.updateEstimate())
+        for combo in (ui.deviceComboBox, ui.modelComboBox, ui.samplerComboBox):
+            combo.connect("currentIndexChanged(int)", lambda *_: self.updateEstimate())
+        for combo in (ui.targetModalityComboBox, ui.sequenceComboBox):
+            combo.connect("currentIndexChanged(int)", lambda *_: self._guarded(self.refreshModels, wait=False))
+        self._guarded(self.refreshModels, wait=False)
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _guarded(self, slot: Callable[[], None]) -> None:
-        """Run a handler; ValueError (incl. Seg2MedError) becomes an error box with its one-line message."""
+    def _guarded(self, slot: Callable[[], None], wait: bool = True) -> None:
+        """Run a handler; a ValueError (incl. Seg2MedError) becomes an error box with its one-line message,
+        anything else an error box with the traceback under "Show details"."""
+        error: tuple[str, str | None] | None = None
         try:
-            with slicer.util.tryWithErrorDisplay("Seg2Med failed.", waitCursor=True):
+            with slicer.util.WaitCursor(show=wait):
                 slot()
+        except ValueError as exc:
+            error = (str(exc), None)
+        except Exception as exc:  # noqa: BLE001  (a Qt slot must not leak exceptions)
+            logging.exception("Seg2Med failed")
+            error = (f"{type(exc).__name__}: {exc}", traceback.format_exc())
         finally:
             self.updateButtons()
+        if error is not None:
+            self.log(f"Error: {error[0]}")
+            extra = {"detailedText": error[1]} if error[1] else {}
+            slicer.util.errorDisplay(error[0], windowTitle="Seg2Med", **extra)
 
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
@@ -87,33 +100,67 @@ class Seg2MedController:
     def busy(self) -> bool:
         return self.adapter is not None and self.adapter.runner.running
 
+    def onParameterNodeModified(self) -> None:
+        """Called by the module widget whenever the parameter node changes (node selections, bound values)."""
+        p = self.parameterNode()
+        if p is not None and p.segmentation is not None:
+            try:
+                self.ui.labelSetLabel.text = self.logic.guess_label_set(p.segmentation)
+            except ValueError as exc:
+                self.ui.labelSetLabel.text = str(exc)
+        else:
+            self.ui.labelSetLabel.text = "-"
+        self.updateButtons()
+        self.updateEstimate()
+
     def updateButtons(self) -> None:
         p = self.parameterNode()
+        busy = self.busy()
         has_seg = p is not None and p.segmentation is not None
-        self.ui.synthesizeButton.enabled = has_seg and not self.busy() and bool(self.entries)
-        self.ui.cancelButton.enabled = self.busy()
-        self.ui.segmentButton.enabled = p is not None and p.inputVolume is not None and not self.busy()
-        self.ui.compareButton.enabled = p is not None and p.result is not None and p.realImage is not None
-        self.ui.roundTripButton.enabled = p is not None and p.result is not None and has_seg and not self.busy()
+        has_result = p is not None and p.result is not None
+        self.ui.segmentButton.enabled = p is not None and p.inputVolume is not None and not busy
+        self.ui.phantomButton.enabled = p is not None and not busy
+        self.ui.editSegmentationButton.enabled = has_seg
+        self.ui.addOrganSourceButton.enabled = p is not None and p.organSource is not None
+        self.ui.composeButton.enabled = has_seg and (bool(self.organSources) or (p is not None and p.organSource is not None))
+        self.ui.convertLabelsButton.enabled = has_seg
+        self.ui.synthesizeButton.enabled = has_seg and not busy and bool(self.entries)
+        self.ui.cancelButton.enabled = busy
+        self.ui.compareButton.enabled = has_result and p.realImage is not None
+        self.ui.roundTripButton.enabled = has_result and has_seg and not busy
+        self.ui.sequenceComboBox.enabled = self.targetModality() == "mr"
 
     def targetModality(self) -> str:
         return self.ui.targetModalityComboBox.currentText.lower()
+
+    def inputModality(self) -> str:
+        return self.ui.inputModalityComboBox.currentText.lower()
+
+    def sequence(self) -> str | None:
+        return self.ui.sequenceComboBox.currentText if self.targetModality() == "mr" else None
 
     def options(self) -> SynthesisOptions:
         return SynthesisOptions(steps=self.ui.stepsSpinBox.value, sampler=self.ui.samplerComboBox.currentText,
                                 seed=self.ui.seedSpinBox.value, device=self.ui.deviceComboBox.currentText)
 
     def refreshModels(self) -> None:
-        self.entries = [e for e in registry.load_registry() if e.modality == self.targetModality()]
+        """Registry models of the target modality (and, for MR, of the chosen sequence or sequence-agnostic)."""
+        from seg2med_core import registry
+
+        modality, sequence = self.targetModality(), self.sequence()
+        self.entries = [e for e in registry.load_registry()
+                        if e.modality == modality and (sequence is None or e.sequence in (None, sequence))]
         self.ui.modelComboBox.clear()
         for entry in self.entries:
             self.ui.modelComboBox.addItem(f"{entry.name}{'' if entry.path else ' (download)'}")
+        self.updateButtons()
         self.updateEstimate()
 
-    def selectedEntry(self) -> registry.RegistryEntry:
+    def selectedEntry(self) -> Any:
         index = self.ui.modelComboBox.currentIndex
         if not 0 <= index < len(self.entries):
-            raise ValueError(f"no {self.targetModality().upper()} model in the registry: add a bundle folder first")
+            sequence = f" ({self.sequence()})" if self.sequence() else ""
+            raise ValueError(f"no {self.targetModality().upper()}{sequence} model in the registry: add a bundle folder first")
         return self.entries[index]
 
     def updateEstimate(self) -> None:
@@ -121,9 +168,16 @@ class Seg2MedController:
         if p is None or p.segmentation is None:
             self.ui.estimateLabel.text = "-"
             return
-        image_data = p.inputVolume.GetImageData() if p.inputVolume is not None else None
-        n_slices = image_data.GetDimensions()[2] if image_data is not None else 100
-        self.ui.estimateLabel.text = self.logic.estimate(n_slices, self.options())
+        n_slices = self.logic.axial_slice_count(p.segmentation, p.inputVolume)
+        if n_slices is None:
+            self.ui.estimateLabel.text = "unknown (the segmentation has no geometry yet)"
+            return
+        index = self.ui.modelComboBox.currentIndex
+        model_dir = self.entries[index].path if 0 <= index < len(self.entries) else None
+        try:
+            self.ui.estimateLabel.text = self.logic.estimate(n_slices, self.options(), model_dir=model_dir)
+        except ValueError as exc:
+            self.ui.estimateLabel.text = str(exc)
 
     def runProcess(self, command: list[str], env: dict[str, str], workdir: Path,
                    done: Callable[[ProcessRunner], None]) -> None:
@@ -150,85 +204,101 @@ class Seg2MedController:
     def onFinished(self, runner: ProcessRunner) -> None:
         self.updateButtons()
         if runner.state == RunState.SUCCEEDED and self.pending is not None:
-            self._guarded(lambda: self.pending(runner))
+            pending = self.pending
+            self._guarded(lambda: pending(runner))
         elif runner.state == RunState.CANCELLED:
             self.log("Cancelled.")
         else:
             self.log(f"Failed: {runner.error}")
-            slicer.util.errorDisplay(f"Seg2Med failed: {runner.error}")
+            slicer.util.errorDisplay(f"Seg2Med failed: {runner.error}", windowTitle="Seg2Med")
 
     def cancel(self) -> None:
         if self.adapter is not None:
             self.adapter.cancel()
 
     # -- input and segmentation --------------------------------------------------------------------------
-    def onSegment(self) -> None:
-        p = self.parameterNode()
-        modality = self.ui.inputModalityComboBox.currentText.lower()
+    def segmentVolume(self, volume: Any, modality: str, target: Any, done: Callable[[Any], None]) -> None:
+        """TotalSegmentator on ``volume`` into segmentation node ``target``, then ``done(target)``.
+
+        The SlicerTotalSegmentator extension is used when installed (blocking, it installs its own
+        requirements); otherwise the ``totalsegmentator`` package runs in a child process (installed first,
+        after a confirmation). For MR the tissue types are merged in (organs win).
+        """
         tasks = segment.tasks_for(modality)
-        if any(t in segment.LICENSED_TASKS for t in tasks):
-            self.log(f"Note: {', '.join(t for t in tasks if t in segment.LICENSED_TASKS)} needs a TotalSegmentator "
-                     "licence (free for academic use): run 'totalseg_set_license -l KEY' once.")
-        seg_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.inputVolume.GetName()} segmentation")
+        licensed = [t for t in tasks if t in segment.LICENSED_TASKS]
+        if licensed:
+            self.log(f"Note: {', '.join(licensed)} needs a TotalSegmentator licence (free for academic use): "
+                     "run 'totalseg_set_license -l KEY' once.")
+        cpu = self.ui.deviceComboBox.currentText == "cpu"
+        fast = bool(self.ui.fastCheckBox.checked)
         extension = segment.slicer_totalsegmentator_logic()
         if extension is not None:
             for task in tasks:
-                target = seg_node if task == tasks[0] else slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-                segment.run_with_slicer_extension(extension, p.inputVolume, target, task, p.fast, cpu=False)
-                if target is not seg_node:
-                    self.logic.merge_tissue_node(seg_node, target, p.inputVolume)
-            self.finishSegmentation(seg_node)
+                node = target if task == tasks[0] else slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+                segment.run_with_slicer_extension(extension, volume, node, task, fast, cpu=cpu)
+                if node is not target:
+                    self.logic.merge_tissue_node(target, node, volume)
+            done(target)
             return
         if not segment.totalsegmentator_installed() and not self.installTotalSegmentator():
+            slicer.mrmlScene.RemoveNode(target)
             return
-        workdir = Path(tempfile.mkdtemp(prefix="seg2med-ts-"))
-        from Seg2MedLib import nodes
         from seg2med_core import io as core_io
 
-        image = workdir / "image.nii.gz"
-        core_io.write_image(nodes.volume_node_to_sitk(p.inputVolume), image)
-        outputs = [workdir / f"{task}.nii.gz" for task in tasks]
-        device = "gpu" if self.ui.deviceComboBox.currentText in ("auto", "cuda") else "cpu"
-        commands = [segment.segment_command(image, out, task, p.fast, device) for task, out in zip(tasks, outputs)]
+        from . import nodes
 
-        def next_step(runner: ProcessRunner | None = None) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="seg2med-ts-"))
+        image = Path(core_io.write_image(nodes.volume_node_to_sitk(volume), workdir / "image.nii.gz"))
+        outputs = [workdir / f"{task}.nii.gz" for task in tasks]
+        device = "cpu" if cpu else "gpu"
+        commands = [segment.segment_command(image, out, task, fast, device) for task, out in zip(tasks, outputs)]
+
+        def next_step(_runner: ProcessRunner | None = None) -> None:
             if commands:
                 self.runProcess(commands.pop(0), child_environment(), workdir, next_step)
                 return
-            self.logic.load_task_outputs(outputs, segment.LABEL_SET_FOR_MODALITY[modality], seg_node)
-            self.finishSegmentation(seg_node)
+            self.logic.load_task_outputs(outputs, segment.LABEL_SET_FOR_MODALITY[modality], target)
+            done(target)
 
         next_step()
+
+    def onSegment(self) -> None:
+        p = self.parameterNode()
+        target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.inputVolume.GetName()} segmentation")
+        self.segmentVolume(p.inputVolume, self.inputModality(), target, self.finishSegmentation)
 
     def installTotalSegmentator(self) -> bool:
         steps = segment.install_steps()
         if not slicer.util.confirmOkCancelDisplay(
             "TotalSegmentator is not installed. Install it now into Slicer's Python?\n\n"
             + "\n".join(f"pip install {s}" for s in steps)
-            + "\n\nfury is left out on purpose (it would replace Slicer's VTK). PyTorch comes from the PyTorch extension."
+            + "\n\nfury is left out on purpose (it would replace Slicer's VTK). PyTorch comes from the PyTorch extension.",
+            windowTitle="Seg2Med",
         ):
             return False
         try:
-            import PyTorchUtils  # noqa: F401  (PyTorch extension)
+            import PyTorchUtils  # the PyTorch extension
 
             torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torch_logic.torchInstalled():
-                torch_logic.installTorch(askConfirmation=True)
+            if not torch_logic.torchInstalled() and torch_logic.installTorch(askConfirmation=True) is None:
+                raise ValueError("PyTorch was not installed; TotalSegmentator needs it (PyTorch extension)")
         except ImportError:
             self.log("PyTorch extension not found: torch must already be installed in Slicer's Python.")
-        with slicer.util.displayPythonShell(), slicer.util.WaitCursor():
+        with slicer.util.displayPythonShell():
             for step in steps:
                 slicer.util.pip_install(step)
         return segment.totalsegmentator_installed()
 
     def finishSegmentation(self, seg_node: Any) -> None:
-        self.parameterNode().segmentation = seg_node
         seg_node.CreateClosedSurfaceRepresentation()
-        self.ui.labelSetLabel.text = self.logic.guess_label_set(seg_node)
-        self.log(f"Segmentation ready: {seg_node.GetName()}")
+        self.parameterNode().segmentation = seg_node
+        self.log(f"Segmentation ready: {seg_node.GetName()} (label set {self.logic.guess_label_set(seg_node)})")
 
     def onPhantom(self) -> None:
-        seg_node = self.logic.phantom_node(seed=self.ui.seedSpinBox.value)
+        p = self.parameterNode()
+        seg_node = self.logic.phantom_node(seed=self.ui.phantomSeedSpinBox.value,
+                                           region=self.ui.phantomRegionComboBox.currentText)
+        p.inputVolume = None  # the phantom has its own grid: no real image belongs to it
         self.finishSegmentation(seg_node)
 
     def onEdit(self) -> None:
@@ -239,13 +309,31 @@ class Seg2MedController:
         if p.inputVolume is not None:
             editor.setSourceVolumeNode(p.inputVolume)
 
-    def onCompose(self) -> None:
+    def onAddOrganSource(self) -> None:
         p = self.parameterNode()
         organs = [o.strip() for o in self.ui.organNamesLineEdit.text.split(",") if o.strip()]
         if p.organSource is None or not organs:
             raise ValueError("choose an organ source segmentation and type the organ names to take from it")
-        node, report = self.logic.compose_segmentation_nodes((p.segmentation, p.inputVolume),
-                                                             [(p.organSource, None, organs)])
+        self.organSources.append((p.organSource.GetID(), organs))
+        self.ui.organSourcesListWidget.addItem(f"{p.organSource.GetName()}: {', '.join(organs)}")
+        self.ui.organNamesLineEdit.text = ""
+
+    def onClearOrganSources(self) -> None:
+        self.organSources.clear()
+        self.ui.organSourcesListWidget.clear()
+
+    def onCompose(self) -> None:
+        p = self.parameterNode()
+        if not self.organSources:
+            self.onAddOrganSource()  # the current selection and names, when nothing was added yet
+        sources = []
+        for node_id, organs in self.organSources:
+            node = slicer.mrmlScene.GetNodeByID(node_id)
+            if node is None:
+                raise ValueError(f"organ source {node_id} was removed from the scene: clear the organ sources")
+            sources.append((node, organs))
+        node, report = self.logic.build_composite(p.segmentation, sources, keep_skeleton=p.keepSkeleton,
+                                                  reference=p.inputVolume)
         self.log(str(report))
         self.finishSegmentation(node)
 
@@ -258,6 +346,8 @@ class Seg2MedController:
 
     # -- models ---------------------------------------------------------------------------------------
     def onAddModel(self) -> None:
+        from seg2med_core import registry
+
         folder = qt.QFileDialog.getExistingDirectory(None, "Model bundle folder (metadata.json + model.safetensors)")
         if folder:
             entry = registry.register_bundle(folder)
@@ -265,11 +355,15 @@ class Seg2MedController:
             self.refreshModels()
 
     def onDownload(self) -> None:
+        from seg2med_core import registry
+
         entry = self.selectedEntry()
         if entry.path:
             self.log(f"{entry.name} is a local bundle: nothing to download")
             return
-        if not slicer.util.confirmOkCancelDisplay(f"Download model '{entry.name}' from {entry.url}?\nLicence: {entry.licence or 'not stated'}"):
+        if not slicer.util.confirmOkCancelDisplay(
+                f"Download model '{entry.name}' from {entry.url}?\nLicence: {entry.licence or 'not stated'}",
+                windowTitle="Seg2Med"):
             return
         state: dict[str, Any] = {"progress": (0, 0), "error": None, "path": None}
 
@@ -281,7 +375,7 @@ class Seg2MedController:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        while thread.is_alive():
+        while thread.is_alive():  # keep the GUI responsive; the download runs on the worker thread
             done, total = state["progress"]
             self.ui.progressBar.maximum, self.ui.progressBar.value = max(total, 1), done
             slicer.app.processEvents()
@@ -294,50 +388,65 @@ class Seg2MedController:
     def onSynthesize(self) -> None:
         p = self.parameterNode()
         entry = self.selectedEntry()
-        job = self.logic.prepare_synthesis(p.segmentation, p.inputVolume, entry.path or entry.name, self.options(),
-                                           image_node=p.inputVolume)
-        self.log(self.logic.estimate(job.n_slices, self.options()))
+        options = self.options()
+        reference = p.inputVolume
+        job = self.logic.prepare_synthesis(p.segmentation, reference, entry.path or entry.name, options,
+                                           image_node=reference, image_modality=self.inputModality())
+        self.log(self.logic.estimate(job.n_slices, options, model_dir=entry.path))
 
-        def loaded(runner: ProcessRunner) -> None:
-            name = f"Synthetic {self.targetModality().upper()} ({entry.name}, seed {self.options().seed})"
-            node = self.logic.load_result(job.output, name, p.inputVolume)
+        def loaded(_runner: ProcessRunner) -> None:
+            name = f"Synthetic {self.targetModality().upper()} ({entry.name}, seed {options.seed})"
+            node = self.logic.load_result(job.output, name, reference)
             p.result = node
-            self.showSideBySide(p.inputVolume, node)
+            self.showSideBySide(reference, node)
 
         self.runProcess(job.command, job.env, job.workdir, loaded)
 
-    def showSideBySide(self, left: Any, right: Any) -> None:
+    def showSideBySide(self, left: Any | None, right: Any) -> None:
+        """Input (or, for a phantom, the segmentation over the result) left, result right; views linked."""
+        p = self.parameterNode()
         layout = slicer.app.layoutManager()
         layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
-        for name, node in (("Red", left), ("Yellow", right)):
-            if node is not None:
-                composite = layout.sliceWidget(name).mrmlSliceCompositeNode()
-                composite.SetBackgroundVolumeID(node.GetID())
-                composite.SetLinkedControl(True)
-                composite.SetHotLinkedControl(True)
+        for view, node in (("Red", left or right), ("Yellow", right)):
+            composite = layout.sliceWidget(view).mrmlSliceCompositeNode()
+            composite.SetBackgroundVolumeID(node.GetID())
+            composite.SetForegroundVolumeID(None)
+            composite.SetLinkedControl(True)
+            composite.SetHotLinkedControl(True)
+        if left is None and p is not None and p.segmentation is not None:
+            p.segmentation.CreateDefaultDisplayNodes()
         slicer.util.resetSliceViews()
 
     def onCompare(self) -> None:
         p = self.parameterNode()
         metrics, table, ssim_node = self.logic.compare(p.result, p.realImage, self.targetModality())
         ssim_node.CreateDefaultDisplayNodes()
-        slicer.util.setSliceViewerLayers(foreground=ssim_node, foregroundOpacity=0.5)
-        ssim_node.GetDisplayNode().SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+        display = ssim_node.GetDisplayNode()
+        display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
+        slicer.util.setSliceViewerLayers(background=p.result, foreground=ssim_node, foregroundOpacity=0.5)
+        self.showTable(table)
         self.log("Metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
 
-    def onRoundTrip(self) -> None:
-        p = self.parameterNode()
-        resegmented = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.result.GetName()} re-segmented")
-        extension = segment.slicer_totalsegmentator_logic()
-        task = segment.tasks_for(self.targetModality())[0]
-        if extension is None:
-            raise ValueError("the round-trip check needs the TotalSegmentator extension (Extensions Manager)")
-        segment.run_with_slicer_extension(extension, p.result, resegmented, task, fast=True, cpu=False)
-        dice, table = self.logic.roundtrip_dice(p.segmentation, resegmented, p.inputVolume)
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(table.GetID())
+    def showTable(self, table: Any) -> None:
+        selection = slicer.app.applicationLogic().GetSelectionNode()
+        selection.SetActiveTableID(table.GetID())
         slicer.app.applicationLogic().PropagateTableSelection()
-        worst = sorted(dice.items(), key=lambda kv: kv[1])[:5]
-        self.log("Worst organs: " + ", ".join(f"{k} {v:.2f}" for k, v in worst))
+
+    def onRoundTrip(self) -> None:
+        """Re-segment the synthetic volume with TotalSegmentator and show per-organ Dice, worst first."""
+        p = self.parameterNode()
+        original, reference = p.segmentation, p.inputVolume
+        target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.result.GetName()} re-segmented")
+
+        def compare(resegmented: Any) -> None:
+            dice, table = self.logic.roundtrip_dice(original, resegmented, reference)
+            if slicer.app.layoutManager().layout != slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView:
+                slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
+            self.showTable(table)
+            worst = sorted(dice.items(), key=lambda kv: kv[1])[:5]
+            self.log("Round-trip Dice, worst organs: " + ", ".join(f"{k} {v:.2f}" for k, v in worst))
+
+        self.segmentVolume(p.result, self.targetModality(), target, compare)

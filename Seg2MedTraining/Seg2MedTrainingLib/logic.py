@@ -2,28 +2,31 @@
 
 Training data is a folder the core's ``train`` command reads: one sub-folder per case with ``image.nii.gz``
 and ``segmentation.nii.gz``. Loaded volume + segmentation pairs are exported into that layout in a
-temporary folder. The run itself is ``python -m seg2med_core train ... --progress-format json``; its
-``metric`` events feed a live loss plot, ``--resume`` continues a stopped run from its last checkpoint,
-and the finished bundle is added to the user's model registry.
+temporary folder. The run itself is ``python -m seg2med_core train ... --progress-format json``. The
+trainer reports ``{"event": "progress", "done": step, "total": N, "message": "training", "loss": x}``
+every 10 steps (``seg2med_core.training.cli``); those, and ``{"event": "metric", "step": s, "loss": x}``
+lines, feed a live loss plot. ``--resume`` continues a stopped run from its last checkpoint, and the
+finished bundle is added to the user's model registry.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from Seg2MedLib import nodes
 from Seg2MedLib.commands import TrainingOptions, child_environment, ensure_core_importable, train_command
 from Seg2MedLib.process import ProcessRunner, RunEvent
 from Seg2MedLib.tables import LossCurve
 
-ensure_core_importable()
+ensure_core_importable()  # path only: seg2med_core is imported inside the methods that use it
 
-from seg2med_core import io as core_io  # noqa: E402
-from seg2med_core import registry  # noqa: E402
+if TYPE_CHECKING:
+    from seg2med_core.registry import RegistryEntry
 
 IMAGE_FILE = "image.nii.gz"
 SEG_FILE = "segmentation.nii.gz"
@@ -31,6 +34,23 @@ SEG_FILE = "segmentation.nii.gz"
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "case"
+
+
+def loss_point(event: RunEvent) -> tuple[float, float] | None:
+    """``(step, loss)`` from a training event, or ``None`` when it carries no usable loss."""
+    if event.kind == "progress":
+        step = event.data.get("done")
+    elif event.kind == "metric":
+        step = event.data.get("step")
+    else:
+        return None
+    if step is None or "loss" not in event.data:
+        return None
+    try:
+        step_f, loss_f = float(step), float(event.data["loss"])
+    except (TypeError, ValueError):
+        return None
+    return (step_f, loss_f) if math.isfinite(step_f) and math.isfinite(loss_f) else None
 
 
 class TrainingLogic:
@@ -48,6 +68,8 @@ class TrainingLogic:
         """Write (volume node, segmentation node) pairs as ``<folder>/<case>/{image,segmentation}.nii.gz``."""
         if not pairs:
             raise ValueError("no training pairs: add at least one volume with its segmentation")
+        from seg2med_core import io as core_io
+
         from Seg2MedLib.logic import Seg2MedLogic
 
         seg_logic = segmentation_logic or Seg2MedLogic(self.scene)
@@ -79,12 +101,15 @@ class TrainingLogic:
         return self.runner
 
     def handle_event(self, event: RunEvent) -> None:
-        """``metric`` events with ``step`` and ``loss`` become points of the loss curve; others are ignored."""
-        if event.kind == "metric" and self.curve is not None and "loss" in event.data and "step" in event.data:
-            try:
-                self.curve.append(float(event.data["step"]), float(event.data["loss"]))
-            except (TypeError, ValueError):
-                pass
+        """Add a loss-curve point for events that carry a loss; everything else is left to the caller.
+
+        ``progress`` events count as a point only when they have a ``loss`` (dataset preparation sends
+        progress without one); their step is ``done``. ``metric`` events use ``step``. Non-numeric or
+        non-finite losses (the CLI writes NaN as the string ``"nan"``) are skipped.
+        """
+        point = loss_point(event)
+        if point is not None and self.curve is not None:
+            self.curve.append(*point)
 
     def stop(self) -> None:
         """Stop the run; the last checkpoint stays in the output folder for ``resume``."""
@@ -98,8 +123,10 @@ class TrainingLogic:
         return TrainingOptions(**{**self.options.__dict__, "resume": True})
 
     def register(self, bundle_dir: str | Path | None = None, name: str | None = None,
-                 registry_path: str | Path | None = None) -> registry.RegistryEntry:
+                 registry_path: str | Path | None = None) -> RegistryEntry:
         """Add the finished bundle to the user's model registry (so the Seg2Med module lists it)."""
+        from seg2med_core import registry
+
         if bundle_dir is None:
             result = self.runner.result if self.runner is not None else None
             bundle_dir = (result or {}).get("output") or (Path(self.options.out) / "bundle" if self.options else None)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from seg2med_core.cli_common import add_progress_argument, make_reporter
+from seg2med_core.cli_common import SilentReporter, add_progress_argument, make_reporter
 from seg2med_core.errors import Cancelled, Seg2MedError
 
 DEFAULT_EVAL_STEPS = {"cuda": 50, "mps": 50, "cpu": 20}
@@ -187,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     ctx = ddp.init_distributed(pick_device(args.device))
-    reporter = make_reporter(args) if ctx.is_main else make_reporter(argparse.Namespace(progress_format="none"))
+    reporter = make_reporter(args) if ctx.is_main else SilentReporter()
     display = _TrainDisplay(args.progress_format if ctx.is_main else "none")
     try:
         cases = _cases(args)
@@ -217,8 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         reporter.close()
         ddp.shutdown(ctx)
     if ctx.is_main:
+        reporter.message(f"wrote bundle {result.bundle}")
         reporter.done(output=str(result.bundle), steps=result.steps, stopped_by=result.stopped_by)
-        print(f"wrote bundle {result.bundle}")
     return 0
 
 
@@ -277,9 +277,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         reporter.close()
     for s in result.summaries:
         if s.dataset == "overall":
-            reporter.info(f"{s.metric}: {s.formatted(4)} (n={s.n})")
+            reporter.message(f"{s.metric}: {s.formatted(4)} (n={s.n})")
+    reporter.message(f"wrote {Path(args.out) / 'summary.md'}")
     reporter.done(output=str(result.out_dir), cases=len(result.rows), skipped=len(result.skipped))
-    print(f"wrote {Path(args.out) / 'summary.md'}")
     return 0
 
 

@@ -42,7 +42,7 @@ def render_model_card(bundle: Path, run: Path, eval_dir: Path, baseline_dir: Pat
     base = _summary(baseline_dir) if baseline_dir is not None else {}
     evaluation = _read_json(eval_dir / "eval.json")
     cases = ", ".join(f"`{Path(c['image']).name}` + `{Path(c['segmentation']).name}`" for c in data["cases"])
-    holdout = ", ".join(f"{k}: slices {v[0]}–{v[1] - 1}" for k, v in data.get("holdout_slices", {}).items()) or "none"
+    holdout = ", ".join(f"{k}: axial slices {v[0]}:{v[1]}" for k, v in data.get("holdout_slices", {}).items()) or "none"
     m = meta.get("metrics", {})
     lines = [
         f"# {meta['name']}",
@@ -60,13 +60,14 @@ def render_model_card(bundle: Path, run: Path, eval_dir: Path, baseline_dir: Pat
         "## Training data",
         "",
         f"- {cases} (TotalSegmentator example data, Apache-2.0)",
-        f"- {data['train_slices']} training slices; held out (never trained on): {holdout}",
+        f"- {data['train_slices']} training slices; held out (never trained on): {holdout} "
+        "(canonical LPS axial index, stop exclusive)",
         "",
         "## Training",
         "",
         f"- Adam lr {config['lr']:g}, betas {tuple(config['betas'])}, loss {config.get('loss') or ('mse' if config['model_kind'] == 'diffusion' else 'l1')}, "
         f"batch {config['batch_size']}, augmentation {'on' if config['augment'] else 'off'}",
-        f"- {m.get('steps', '?')} steps in {m.get('train_minutes', '?')} min (stopped by {m.get('stopped_by', '?')}); "
+        f"- {m.get('steps', '?')} steps in {m.get('train_minutes', '?')} min on {m.get('device', '?')} (stopped by {m.get('stopped_by', '?')}); "
         f"bundle weights from step {m.get('bundle_step', '?')}",
         "",
         "## Measured on the held-out slices",
@@ -94,7 +95,8 @@ def install_bundle(bundle: Path, dest: Path) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it private; the installed bundle should not be
     try:
         for item in bundle.iterdir():
-            shutil.copy2(item, tmp / item.name)
+            shutil.copyfile(item, tmp / item.name)
+            (tmp / item.name).chmod(0o644)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
             os.replace(dest, old / dest.name)

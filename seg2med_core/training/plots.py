@@ -71,13 +71,13 @@ def metric_figures(
     fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(runs) + 2), 3.6), dpi=100)
     try:
         names = list(runs)
-        data = [[v for v in (_float(r.get(metric)) for r in runs[n]) if not math.isnan(v)] for n in names]
+        data = [[v for v in (_float(r.get(metric)) for r in runs[n]) if math.isfinite(v)] for n in names]
         ax.boxplot([d if d else [math.nan] for d in data], showfliers=False)
         ax.set_xticks(range(1, len(names) + 1), names)
         for i, name in enumerate(names, start=1):
             for j, row in enumerate(runs[name]):
                 value = _float(row.get(metric))
-                if not math.isnan(value):
+                if math.isfinite(value):
                     jitter = ((j * 7919) % 100 / 100.0 - 0.5) * 0.3
                     ax.plot(i + jitter, value, "o", ms=3, color=colour[str(row.get("dataset", ""))], alpha=0.8)
         for d in datasets:

@@ -76,6 +76,7 @@ def augment_pair(target: torch.Tensor, prior: torch.Tensor, gen: torch.Generator
     shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * 0.08
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = theta.to(target.device, target.dtype)  # parameters from the CPU generator, warping on the device
     grid = F.affine_grid(theta, list(target.shape), align_corners=False)
     both = F.grid_sample(torch.cat([target, prior], 1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return both[:, :1], both[:, 1:]
@@ -149,7 +150,10 @@ class Trainer:
         if ctx.device.type == "cuda":
             from seg2med_core.fast import set_sdpa
 
-            set_sdpa(self.network, True)
+            set_sdpa(self.network, True)  # PyTorch SDPA attention kernels (same weights, much less memory)
+            torch.backends.cudnn.benchmark = True  # fixed slice size: let cuDNN pick the fastest kernels
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
         self.model = ddp.wrap_model(self.network, ctx)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr, betas=config.betas)
         self.scheduler = build_scheduler(config.scheduler, "ddpm") if config.model_kind == "diffusion" else None
@@ -189,20 +193,20 @@ class Trainer:
     def _loss(self, indices: list[int], step: int) -> torch.Tensor:
         gen = _step_generator(self.config.seed, step, self.ctx.rank)
         target_np, prior_np = self.train_batcher.batch(indices)
-        target, prior = torch.from_numpy(target_np), torch.from_numpy(prior_np)
+        device = self.ctx.device
+        target = torch.from_numpy(target_np).to(device, non_blocking=True)
+        prior = torch.from_numpy(prior_np).to(device, non_blocking=True)
         if self.config.augment:
             target, prior = augment_pair(target, prior, gen)
         x0, cond = target * 2 - 1, prior * 2 - 1
-        device = self.ctx.device
         with torch.autocast(device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             if self.scheduler is not None:
-                noise = torch.randn(x0.shape, generator=gen)
-                t = torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=gen)
-                x0, noise, t, cond = x0.to(device), noise.to(device), t.to(device), cond.to(device)
+                noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=True)
+                t = torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
                 noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
                 pred, goal = self.model(torch.cat([noisy, cond], dim=1), timesteps=t), noise
             else:
-                pred, goal = self.model(cond.to(device)), x0.to(device)
+                pred, goal = self.model(cond), x0
         pred = pred.float()
         return F.mse_loss(pred, goal) if self.config.effective_loss == "mse" else F.l1_loss(pred, goal)
 
@@ -233,7 +237,7 @@ class Trainer:
             return {}
         target, prior = self.val_batcher.batch(self.val_indices)
         body = self.val_batcher.body(self.val_indices)
-        sampler = SamplerConfig(kind="ddim", steps=self.config.val_steps, seed=self.config.seed, batch_size=None)
+        sampler = SamplerConfig(kind="ddim", steps=self.config.val_steps, seed=self.config.seed, batch_size=len(self.val_indices))
         self.network.eval()
         try:
             if self.scheduler is not None:
@@ -302,6 +306,7 @@ class Trainer:
         losses: list[float] = []
         stopped_by = ""
         last_val: dict[str, float] = {}
+        last_val_step = -1  # the same on every rank (only rank 0 computes the metrics)
         while True:
             if self.total is not None and self.state.step >= self.total:
                 stopped_by = "max_steps" if cfg.max_steps is not None and self.state.step >= cfg.max_steps else "epochs"
@@ -319,7 +324,7 @@ class Trainer:
             if self.on_step is not None:
                 self.on_step(StepInfo(step, self.total, self.state.epoch, loss))
             if cfg.val_every and step % cfg.val_every == 0:
-                last_val = self._validate_and_track(val_log)
+                last_val, last_val_step = self._validate_and_track(val_log), step
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 self._checkpoint(train_log, val_log)
             if ddp.any_flag(ctx, self.cancel is not None and self.cancel()):
@@ -331,7 +336,7 @@ class Trainer:
         if losses and train_log is not None:
             train_log.append({"step": self.state.step, "epoch": self.state.epoch, "loss": float(np.mean(losses)),
                               "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": self.state.elapsed_s})
-        if cfg.val_every and (not last_val or self.state.step % cfg.val_every != 0):
+        if cfg.val_every and last_val_step != self.state.step:
             last_val = self._validate_and_track(val_log)
         self._checkpoint(train_log, val_log)
         bundle = self._write_bundle(last_val, stopped_by) if main else None
@@ -398,7 +403,14 @@ class Trainer:
         source = "last"
         best = find_checkpoint(self.checkpoint_dir / "best")
         network = self.network
-        metrics: dict[str, Any] = {"steps": self.state.step, "stopped_by": stopped_by, "train_minutes": round(self.state.elapsed_s / 60, 2)}
+        device = self.ctx.device
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        metrics: dict[str, Any] = {
+            "steps": self.state.step,
+            "stopped_by": stopped_by,
+            "train_minutes": round(self.state.elapsed_s / 60, 2),
+            "device": f"{device_name} x{self.ctx.world_size}" if self.ctx.world_size > 1 else device_name,
+        }
         if cfg.bundle_from == "best" and best is not None:
             network = build_network(cfg.network)
             best_state, _, _ = load_checkpoint(best, network, None)
