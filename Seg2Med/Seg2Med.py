@@ -122,8 +122,13 @@ class Seg2MedWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        # pre-select a volume only for a fresh start: with a segmentation chosen (e.g. a phantom, which has no
+        # input volume on purpose) an automatic pick would attach an unrelated image to it
+        p = self._parameterNode
+        if not p.inputVolume and not p.segmentation:
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if volume is not None and not volume.IsA("vtkMRMLLabelMapVolumeNode"):
+                p.inputVolume = volume
 
     def setParameterNode(self, node: Seg2MedParameterNode | None) -> None:
         """Bind the GUI to ``node`` (connectGui) and observe it so buttons and the estimate follow it."""
@@ -152,6 +157,7 @@ class Seg2MedTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_roundtrip_and_tables()
+        self.test_phantom_composite()
 
     def test_roundtrip_and_tables(self) -> None:
         import numpy as np
@@ -175,4 +181,17 @@ class Seg2MedTest(ScriptedLoadableModuleTest):
         dice, table = logic.roundtrip_dice(seg_node, seg_node, None)
         self.assertAlmostEqual(dice["liver"], 1.0)
         self.assertEqual(table.GetNumberOfRows(), 2)
+        self.delayDisplay("Test passed")
+
+    def test_phantom_composite(self) -> None:
+        from Seg2MedLib.logic import Seg2MedLogic as SceneLogic
+
+        self.delayDisplay("Composite of two procedural phantoms")
+        logic = SceneLogic(slicer.mrmlScene)
+        body = logic.phantom_node(seed=0, region="abdomen", spacing_mm=8.0)
+        donor = logic.phantom_node(seed=1, region="abdomen", spacing_mm=8.0)
+        node, report = logic.build_composite(body, [(donor, ["liver"])])
+        self.assertEqual([o.name for o in report.organs], ["liver"])
+        self.assertIn("liver", [node.GetSegmentation().GetNthSegment(i).GetName()
+                                for i in range(node.GetSegmentation().GetNumberOfSegments())])
         self.delayDisplay("Test passed")

@@ -312,3 +312,27 @@ def test_convert_refuses_a_model_of_the_wrong_modality(
     rc, _, err = run_main(capsys, "convert", "--seg", str(synthetic_case["seg"]), "--image", str(synthetic_case["ct"]),
                           "--to", "mr", "--model", str(tiny_bundle), "--out", str(out))  # fmt: skip
     assert rc == 2 and "produces CT images but MR was requested" in err and not out.exists()
+
+
+def test_tissue_segmentation_is_merged_into_the_prior(
+    capsys: pytest.CaptureFixture[str], synthetic_case: dict[str, Path], tmp_path: Path
+) -> None:
+    from seg2med_core.tables import load_ct_table
+
+    seg = sitk.ReadImage(str(synthetic_case["seg"]))
+    labels = sitk.GetArrayFromImage(seg)
+    tissue = np.zeros_like(labels)
+    tissue[:, :, :] = 1  # subcutaneous_fat everywhere: organs must win, the rest of the body becomes fat
+    tissue_img = sitk.GetImageFromArray(tissue)
+    tissue_img.CopyInformation(seg)
+    tissue_path = io.write_segmentation(io.Segmentation(tissue_img, names_for("tissue_types"), "tissue_types"), tmp_path / "t.nii.gz")
+    out = tmp_path / "prior.nii.gz"
+    rc, _, err = run_main(capsys, "prior", "--seg", str(synthetic_case["seg"]), "--tissue-seg", str(tissue_path),
+                          "--modality", "ct", "--image", str(synthetic_case["ct"]), "--out", str(out))  # fmt: skip
+    assert rc == 0, err
+    prior = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    table = load_ct_table()
+    body = body_mask(io.read_segmentation(synthetic_case["seg"]), io.read_image(synthetic_case["ct"]))
+    assert np.allclose(prior[body & (labels == 0)], table["subcutaneous_fat"])
+    assert np.allclose(prior[labels == 5], table["liver"])
+    assert np.allclose(prior[~body], -1000)

@@ -1,6 +1,6 @@
 """Plain-Python runner for the seg2med CLI (no Qt): start a subprocess, poll its JSON-line events, cancel it.
 
-The Slicer widget drives :class:`ProcessRunner` from a ``qt.QTimer`` (see ``Seg2MedLib.qtadapter``); the batch
+The Slicer widget drives :class:`ProcessRunner` from a ``qt.QTimer`` (``Seg2MedLib.widget.QtRunnerAdapter``); the batch
 script and the tests drive it from a plain loop. Reading happens on a background thread so ``poll()`` never
 blocks the GUI; events are handed over through a queue.
 """
