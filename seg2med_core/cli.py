@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 DEFAULT_STEPS = {"cuda": 50, "mps": 50, "cpu": 20}
 #: Soft-tissue window (W400/L40) for CT previews.
 CT_PREVIEW_WINDOW = (-160.0, 240.0)
-#: Modules that add their own subcommands (``add_subcommands(subparsers)``); missing ones are skipped.
-SUBCOMMAND_MODULES = ("seg2med_core.training.cli", "seg2med_core.phantom_cli", "seg2med_core.phantom", "seg2med_core.demo")
+#: Modules that add their own subcommands (``add_subcommands(subparsers)``).
+SUBCOMMAND_MODULES = ("seg2med_core.training.cli", "seg2med_core.phantom_cli", "seg2med_core.demo")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -403,46 +403,10 @@ def _import_metadata_defaults(data: dict[str, Any], args: argparse.Namespace) ->
     return out
 
 
-def cmd_phantom_fallback(args: argparse.Namespace) -> int:
-    """``seg2med phantom`` when the phantom module brings no CLI of its own: write a phantom label map."""
-    from seg2med_core import io
-    from seg2med_core.phantom import make_phantom
-
-    out = check_output(args.out, "--out", (".nii.gz", ".nii", ".seg.nrrd"))
-    assert out is not None
-    seg = make_phantom(seed=args.seed, sex=args.sex, height_cm=args.height, spacing=(args.spacing,) * 3, region=args.region)
-    io.write_segmentation(seg, out)
-    print(f"wrote {out} ({seg.image.GetSize()} voxels at {args.spacing:g} mm, label set {seg.label_set})")
-    return 0
-
-
-def _add_phantom_fallback(sub: Any) -> None:
-    from seg2med_core.phantom import REGIONS, SEXES
-
-    p = sub.add_parser("phantom", help="procedural torso phantom labelled like TotalSegmentator (no data needed)")
-    p.add_argument("--out", required=True, help="label map (.nii.gz or .seg.nrrd)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sex", choices=SEXES, default="male")
-    p.add_argument("--height", type=float, default=175.0, help="body height in cm (140-210)")
-    p.add_argument("--spacing", type=float, default=3.0, help="isotropic voxel spacing in mm")
-    p.add_argument("--region", choices=REGIONS, default="abdomen-pelvis")
-    p.set_defaults(func=cmd_phantom_fallback)
-
-
 # -------------------------------------------------------------------------------------------- parser
 def _subcommand_modules() -> list[ModuleType]:
-    """Modules among :data:`SUBCOMMAND_MODULES` that exist and define ``add_subcommands``."""
-    found = []
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the module exists but one of its imports is missing: a real bug
-                raise
-            continue
-        if callable(getattr(module, "add_subcommands", None)):
-            found.append(module)
-    return found
+    """Modules that add their own subcommands through ``add_subcommands(subparsers)``."""
+    return [importlib.import_module(name) for name in SUBCOMMAND_MODULES]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -515,8 +479,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in _subcommand_modules():
         module.add_subcommands(sub)
-    if "phantom" not in sub.choices:
-        _add_phantom_fallback(sub)
     return parser
 
 

@@ -11,7 +11,8 @@
 #                 --models-dir is given, so the shipped bundles are not replaced by untrained ones
 #   --models-dir  where demo_ct/ and demo_mr/ are installed (default seg2med_core/data/models)
 #   --work-dir    run folders, evaluations and the slice cache (default ./demo_runs)
-#   --ct-minutes / --mr-minutes   training time budgets (default: configs/demo_*.json, 2.5 + 1 min)
+#   --ct-minutes / --mr-minutes   training time budgets (default: configs/demo_*.json)
+#   --only ct|mr  train just one of the two models (e.g. to run both at once on two CPU cores)
 #
 # Each model: train with a contiguous 15 % block of axial slices held out, evaluate the model and the
 # prior-only baseline on exactly those slices, write MODEL_CARD.md with the measured numbers, install.
@@ -22,7 +23,7 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 [[ "$1" == "-h" || "$1" == "--help" ]] && { usage; exit 0; }
 DATA=$1; shift
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QUICK=0; MODELS=""; WORK="$PWD/demo_runs"; DEVICE=auto; CT_MIN=""; MR_MIN=""
+QUICK=0; MODELS=""; WORK="$PWD/demo_runs"; DEVICE=auto; CT_MIN=""; MR_MIN=""; ONLY=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
@@ -31,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --device) DEVICE=$2; shift 2 ;;
     --ct-minutes) CT_MIN=$2; shift 2 ;;
     --mr-minutes) MR_MIN=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
 done
@@ -74,5 +76,5 @@ demo() {  # name modality image seg config minutes [extra args...]
   sed -n '/## Measured/,$p' "$MODELS/demo_$name/MODEL_CARD.md"
 }
 
-demo ct ct example_ct.nii.gz example_seg_fast_force_split.nii.gz demo_ct.json "$CT_MIN"
-demo mr mr example_mr_sm.nii.gz example_seg_mr.nii.gz demo_mr.json "$MR_MIN" --sequence vibe_in
+[[ -z "$ONLY" || "$ONLY" == ct ]] && demo ct ct example_ct.nii.gz example_seg_fast_force_split.nii.gz demo_ct.json "$CT_MIN"
+[[ -z "$ONLY" || "$ONLY" == mr ]] && demo mr mr example_mr_sm.nii.gz example_seg_mr.nii.gz demo_mr.json "$MR_MIN" --sequence vibe_in

@@ -67,6 +67,19 @@ def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step * 8191 + rank * 131) % (2**63 - 1))
 
 
+def diffusion_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to predict, by the scheduler's ``prediction_type`` (MONAI's names):
+    ``epsilon`` (the paper: the noise), ``sample`` (the clean image x0) or ``v_prediction``."""
+    kind = scheduler.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise Seg2MedError(f"unknown prediction_type {kind!r} in the scheduler config")
+
+
 def augment_pair(target: torch.Tensor, prior: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The same small random affine (±5°, ±5 % scale, ±4 % shift) on target and prior (zero padding =
     background in model space). No flips: left and right differ anatomically."""
@@ -204,7 +217,8 @@ class Trainer:
                 noise = torch.randn(x0.shape, generator=gen).to(device, non_blocking=True)
                 t = torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=gen).to(device)
                 noisy = self.scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-                pred, goal = self.model(torch.cat([noisy, cond], dim=1), timesteps=t), noise
+                pred = self.model(torch.cat([noisy, cond], dim=1), timesteps=t)
+                goal = diffusion_target(self.scheduler, x0, noise, t)
             else:
                 pred, goal = self.model(cond), x0
         pred = pred.float()
