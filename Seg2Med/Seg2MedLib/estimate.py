@@ -2,7 +2,7 @@
 
 The constants are one forward pass of the paper network (MONAI DiffusionModelUNet, channels
 64/128/256/256, attention at the lowest level, 2 input channels) under ``torch.no_grad``, divided by the
-batch size. They were measured once and live only here; docs/slicer.md says how to re-measure.
+batch size. They were measured once and live only here; benchmarks/bench_sampling.py re-measures them (--model BUNDLE for a given network).
 """
 
 from __future__ import annotations
