@@ -90,7 +90,7 @@ def test_synthesize_writes_ct_in_the_segmentation_geometry(examples: Path, synth
 
 
 def test_synthesize_writes_metrics_and_preview(synthesized: dict[str, Path]) -> None:
-    metrics = json.loads(synthesized["metrics"].read_text())
+    metrics = json.loads(synthesized["metrics"].read_text(encoding="utf-8"))
     assert {"ssim", "psnr", "mae"} <= set(metrics)
     assert -1 <= metrics["ssim"] <= 1 and metrics["mae"] > 0
     png = synthesized["preview"].read_bytes()
@@ -238,7 +238,7 @@ def bad(tmp_path: Path, synthetic_case: dict[str, Path], tiny_bundle: Path) -> d
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     p["bad_json_model"] = tmp_path / "bad_json_model"
     shutil.copytree(tiny_bundle, p["bad_json_model"])
-    (p["bad_json_model"] / "metadata.json").write_text('{"name": "x", "modality": ')
+    (p["bad_json_model"] / "metadata.json").write_text('{"name": "x", "modality": ', encoding="utf-8")
     p["out"] = tmp_path / "out.nii.gz"
     return p
 
@@ -295,7 +295,7 @@ def test_errors_in_a_real_process(synthetic_case: dict[str, Path], tiny_bundle: 
     assert proc.stderr.strip().splitlines() == [f"seg2med: error: segmentation '{tmp_path / 'missing.nii.gz'}' does not exist"]
     broken = tmp_path / "broken"
     shutil.copytree(tiny_bundle, broken)
-    (broken / "metadata.json").write_text("not json")
+    (broken / "metadata.json").write_text("not json", encoding="utf-8")
     proc = run_subprocess("synthesize", "--seg", str(synthetic_case["seg"]), "--model", str(broken), "--out", str(out),
                           "--progress-format", "json")  # fmt: skip
     assert proc.returncode == 2

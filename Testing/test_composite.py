@@ -101,7 +101,7 @@ def test_report_prints_and_saves_json(tmp_path: Path) -> None:
     _, report = compose(body, [(make_phantom(6, region="abdomen", spacing=SP), ["spleen", "pancreas"])])
     text = str(report)
     assert "spleen" in text and "pancreas" in text and "landmarks" in text
-    doc = json.loads(report.save_json(tmp_path / "r.json").read_text())
+    doc = json.loads(report.save_json(tmp_path / "r.json").read_text(encoding="utf-8"))
     assert {o["name"] for o in doc["organs"]} == {"spleen", "pancreas"}
     assert doc["alignments"][0]["landmarks"]
 
@@ -158,7 +158,7 @@ def test_cli_compose_with_report(tmp_path: Path) -> None:
     assert args.func(args) == 0
     seg = io.read_segmentation(out)
     assert (seg.array() == _ids(seg)["liver"]).any()
-    assert {o["name"] for o in json.loads(rep.read_text())["organs"]} == {"liver", "spleen"}
+    assert {o["name"] for o in json.loads(rep.read_text(encoding="utf-8"))["organs"]} == {"liver", "spleen"}
 
 
 @pytest.mark.parametrize(

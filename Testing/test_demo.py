@@ -39,12 +39,12 @@ def test_demo_writes_every_file(tmp_path: Path, tiny_bundle: Path, tiny_mr_bundl
 
     outside = ~body_mask(seg)
     assert outside.any() and (ct_arr[outside] == -1000).all() and (sitk.GetArrayFromImage(mr)[outside] == 0).all()
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["ct_model"] == "tiny_ct" and report["mr_model"] == "tiny_mr" and report["mr_sequence"] == "t1_gre"
     assert report["slices_sampled_ct"] == seg.image.GetSize()[2]
     assert set(report["files"].values()) == expected
     assert "rib_left_8" in report["unmapped_mr_labels"]  # total_mr has no individual ribs
-    assert "not for clinical use" in (out / "report.md").read_text()
+    assert "not for clinical use" in (out / "report.md").read_text(encoding="utf-8")
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert "demo finished" in capsys.readouterr().out
 
@@ -56,7 +56,7 @@ def test_demo_without_mr(tmp_path: Path, tiny_bundle: Path, capsys: pytest.Captu
     assert rc == 0
     names = {p.name for p in out.iterdir()}
     assert "synthetic_ct.nii.gz" in names and not any("mr" in n for n in names)
-    assert json.loads((out / "report.json").read_text())["mr_model"] is None
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))["mr_model"] is None
 
 
 def test_demo_seed_is_reproducible(tmp_path: Path, tiny_bundle: Path) -> None:

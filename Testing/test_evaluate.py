@@ -60,9 +60,9 @@ def test_oracle_gives_perfect_metrics_and_all_outputs(tmp_path: Path, cases: lis
     for name in ("per_case.csv", "summary.csv", "summary.md", "eval.json", "ssim_box.png", "ssim_cases.png", "mae_box.png"):
         assert (out / name).is_file(), name
     assert len(list((out / "images").glob("*.nii.gz"))) == 3
-    table = (out / "summary.md").read_text()
+    table = (out / "summary.md").read_text(encoding="utf-8")
     assert "| abdomen | 1.00 |" in table and "| pelvis | 1.00 ± 0.00 |" in table and "| overall | 1.00 ± 0.00 |" in table
-    notes = json.loads((out / "eval.json").read_text())["notes"]
+    notes = json.loads((out / "eval.json").read_text(encoding="utf-8"))["notes"]
     # offline / not installed here: the reason is recorded instead of failing
     if "fid" in notes:
         assert notes["fid"].startswith("FID skipped")
@@ -74,14 +74,14 @@ def test_prior_baseline_slices_and_compare(tmp_path: Path, cases: list[CaseSpec]
     assert {r["slices"] for r in prior.rows} == {"1:4"} and {r["n_slices"] for r in prior.rows} == {3}
     assert all(0 < r["ssim"] < 1 and r["mae"] > 5 for r in prior.rows)
     oracle = evaluate(cases, Oracle(), tmp_path / "oracle", EvalOptions(slices=(1, 4), fid=False), compare=tmp_path / "prior")
-    compare = (tmp_path / "oracle" / "compare.md").read_text()
+    compare = (tmp_path / "oracle" / "compare.md").read_text(encoding="utf-8")
     assert "oracle vs. prior" in compare and "| MAE | 3/3 |" in compare
     rows = stats.read_rows_csv(tmp_path / "oracle" / "compare.csv")
     mae = next(r for r in rows if r["metric"] == "mae")
     # 3 vs 3, complete separation, ties among the oracle's zeros: scipy's tie-corrected normal approximation
     assert float(mae["p_a_better"]) == pytest.approx(0.0318, abs=1e-3)
     assert float(mae["p_two_sided"]) == pytest.approx(2 * float(mae["p_a_better"]), rel=1e-4)
-    assert "| prior |" in (tmp_path / "oracle" / "summary.md").read_text().replace("| oracle | prior |", "| prior |")
+    assert "| prior |" in (tmp_path / "oracle" / "summary.md").read_text(encoding="utf-8").replace("| oracle | prior |", "| prior |")
     assert oracle.rows[0]["mae"] == 0.0
 
 
@@ -89,7 +89,7 @@ def test_bad_cases_are_reported_not_silent(tmp_path: Path, cases: list[CaseSpec]
     broken = CaseSpec("broken", tmp_path / "missing.nii.gz", cases[0].segmentation, dataset="x")
     result = evaluate([cases[0], broken], Oracle(), tmp_path / "eval", EvalOptions(fid=False, save_images=False))
     assert [c for c, _ in result.skipped] == ["broken"]
-    assert "broken" in (tmp_path / "eval" / "summary.md").read_text()
+    assert "broken" in (tmp_path / "eval" / "summary.md").read_text(encoding="utf-8")
     with pytest.raises(Seg2MedError, match="no case could be evaluated"):
         evaluate([broken], Oracle(), tmp_path / "eval2", EvalOptions(fid=False))
     with pytest.raises(Seg2MedError, match="outside the volume of 6 axial slices"):
@@ -130,7 +130,7 @@ def test_cli_prior_baseline(tmp_path: Path, cases: list[CaseSpec]) -> None:
     csv.write_text(
         "image,segmentation,split,dataset\n"
         + "".join(f"{c.image},{c.segmentation},{'test' if i else 'train'},{c.dataset}\n" for i, c in enumerate(cases))
-    )
+    , encoding="utf-8")
     out = tmp_path / "eval"
     assert main(["evaluate", "--baseline", "prior", "--modality", "ct", "--data", str(csv), "--out", str(out), "--no-fid", "--progress-format", "none"]) == 0
     rows = stats.read_rows_csv(out / "per_case.csv")

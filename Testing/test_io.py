@@ -254,12 +254,12 @@ def test_atomic_path_cleans_up_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     assert not target.exists()
     _no_leftovers(target.parent)
-    target.write_text("old")
+    target.write_text("old", encoding="utf-8")
     with pytest.raises(RuntimeError):
         with io.atomic_path(target) as tmp:
-            tmp.write_text("new")
+            tmp.write_text("new", encoding="utf-8")
             raise RuntimeError("x")
-    assert target.read_text() == "old"  # the previous file is untouched
+    assert target.read_text(encoding="utf-8") == "old"  # the previous file is untouched
 
 
 def test_failed_writes_leave_nothing(tmp_path: Path) -> None:

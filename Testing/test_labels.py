@@ -52,8 +52,8 @@ def test_vendor_tool_writes_same_json(tmp_path: Path) -> None:
         sys.path.remove(str(REPO / "tools"))
     out = tmp_path / "sets.json"
     assert vendor_label_sets.main(["--out", str(out)]) == 0
-    packaged = json.loads((REPO / "seg2med_core" / "data" / "label_sets.json").read_text())
-    assert json.loads(out.read_text())["label_sets"] == packaged["label_sets"]
+    packaged = json.loads((REPO / "seg2med_core" / "data" / "label_sets.json").read_text(encoding="utf-8"))
+    assert json.loads(out.read_text(encoding="utf-8"))["label_sets"] == packaged["label_sets"]
 
 
 def test_unknown_label_set() -> None:
@@ -154,7 +154,7 @@ def test_tables_cover_every_name() -> None:
 
 
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -177,7 +177,7 @@ def saved(tmp_path: Path) -> Path:
 def test_load_errors_name_the_path(saved: Path, tmp_path: Path) -> None:
     with pytest.raises(Seg2MedError, match="'.*nope' does not exist"):
         load_bundle(tmp_path / "nope")
-    (tmp_path / "file").write_text("x")
+    (tmp_path / "file").write_text("x", encoding="utf-8")
     with pytest.raises(Seg2MedError, match="is not a folder"):
         load_bundle(tmp_path / "file")
 
@@ -190,14 +190,14 @@ def test_load_errors_name_the_path(saved: Path, tmp_path: Path) -> None:
         load_bundle(saved)
     (saved / WEIGHTS_FILE).write_bytes(weights)
 
-    meta = json.loads((saved / METADATA_FILE).read_text())
-    (saved / METADATA_FILE).write_text("{not json")
+    meta = json.loads((saved / METADATA_FILE).read_text(encoding="utf-8"))
+    (saved / METADATA_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(Seg2MedError, match="is not valid JSON"):
         load_bundle(saved)
-    (saved / METADATA_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k not in ("modality", "network")}))
+    (saved / METADATA_FILE).write_text(json.dumps({k: v for k, v in meta.items() if k not in ("modality", "network")}), encoding="utf-8")
     with pytest.raises(Seg2MedError, match="missing key\\(s\\) modality, network"):
         load_bundle(saved)
-    (saved / METADATA_FILE).write_text(json.dumps({**meta, "network": {**TINY, "channels": [8, 32]}}))
+    (saved / METADATA_FILE).write_text(json.dumps({**meta, "network": {**TINY, "channels": [8, 32]}}), encoding="utf-8")
     with pytest.raises(Seg2MedError, match="do not match the network config: .* has shape"):
         load_bundle(saved)
     (saved / METADATA_FILE).unlink()

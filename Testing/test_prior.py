@@ -83,14 +83,14 @@ def test_mr_prior_matches_signal_equation() -> None:
 def test_prior_image_with_user_tables(tmp_path: Path) -> None:
     seg, body = _synthetic()
     table = tmp_path / "ct.csv"
-    table.write_text("name,hu\nliver,123\nsubcutaneous_fat,-50\nspleen,40\nbody,7\nbackground,-999\n")
+    table.write_text("name,hu\nliver,123\nsubcutaneous_fat,-50\nspleen,40\nbody,7\nbackground,-999\n", encoding="utf-8")
     p = sitk.GetArrayFromImage(prior_image(seg, "ct", body=body, table_path=table))
     assert np.all(p[seg.array() == 5] == 123) and np.all(p[~body] == -999)
-    table.write_text("name,hu\nliver,123\nbody,7\nbackground,-999\n")
+    table.write_text("name,hu\nliver,123\nbody,7\nbackground,-999\n", encoding="utf-8")
     with pytest.raises(Seg2MedError, match="lacks class name.*spleen, subcutaneous_fat"):
         prior_image(seg, "ct", body=body, table_path=table)
     mr = tmp_path / "mr.csv"
-    mr.write_text("name,t1_ms,t2_ms,t2star_ms,pd\nliver,800,40,x,0.9\n")
+    mr.write_text("name,t1_ms,t2_ms,t2star_ms,pd\nliver,800,40,x,0.9\n", encoding="utf-8")
     with pytest.raises(Seg2MedError, match="column 't2star_ms': 'x' is not a number"):
         prior_image(seg, "mr", body=body, table_path=mr)
     with pytest.raises(Seg2MedError, match="unknown modality 'pet'"):

@@ -33,7 +33,7 @@ def _zip_bundle(bundle: Path, archive: Path) -> str:
 
 def _write_registry(path: Path, models: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"schema": 1, "models": models}))
+    path.write_text(json.dumps({"schema": 1, "models": models}), encoding="utf-8")
 
 
 def test_shipped_entries_resolve_to_the_package_data(user_home: Path) -> None:
@@ -56,7 +56,7 @@ def test_local_bundle_registered_in_user_registry_resolves_by_name(
     user_home: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["bundle", "register", str(tiny_bundle), "--name", "my_ct"]) == 0
-    data = json.loads((user_home / "registry.json").read_text())
+    data = json.loads((user_home / "registry.json").read_text(encoding="utf-8"))
     assert [m["name"] for m in data["models"]] == ["my_ct"]
     assert registry.resolve_bundle_path("my_ct") == tiny_bundle.resolve()
     assert registry.resolve_bundle("my_ct").metadata.name == "tiny_ct"
@@ -65,7 +65,7 @@ def test_local_bundle_registered_in_user_registry_resolves_by_name(
     assert "my_ct\tct" in listing and "demo_ct" in listing
     # registering again under the same name replaces the entry instead of duplicating it
     registry.register_bundle(tiny_bundle, name="my_ct")
-    assert len(json.loads((user_home / "registry.json").read_text())["models"]) == 1
+    assert len(json.loads((user_home / "registry.json").read_text(encoding="utf-8"))["models"]) == 1
 
 
 def test_download_from_file_url_is_verified_and_cached(user_home: Path, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_unknown_names_paths_and_broken_registries(user_home: Path, tmp_path: Pa
     with pytest.raises(Seg2MedError, match=r"model bundle '.*/typo' does not exist"):
         registry.resolve_bundle_path(str(tmp_path / "typo"))
     (user_home).mkdir(parents=True, exist_ok=True)
-    (user_home / "registry.json").write_text("{not json")
+    (user_home / "registry.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(Seg2MedError, match=r"model registry '.*registry.json' is not valid JSON"):
         registry.load_registry()
     _write_registry(user_home / "registry.json", [{"name": "x", "modality": "xray", "path": "."}])

@@ -32,7 +32,7 @@ FAKE_CORE = textwrap.dedent(
     if "broken" in seg:
         print("seg2med: error: segmentation '%s' is empty" % seg, file=sys.stderr); sys.exit(2)
     print(json.dumps({"event": "progress", "done": 1, "total": 1, "message": "sampling"}), flush=True)
-    open(out, "w").write("volume")
+    open(out, "w", encoding="utf-8").write("volume")
     if "--metrics" in args:
         json.dump({"ssim": 0.8, "psnr": 25.0, "mae": 50.0, "histcc": 0.9}, open(args[args.index("--metrics") + 1], "w"))
     print(json.dumps({"event": "done", "output": out}), flush=True)
@@ -42,9 +42,9 @@ FAKE_CORE = textwrap.dedent(
 
 def test_find_cases_layouts(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "segmentation.nii.gz").write_text("x")
-    (tmp_path / "a" / "image.nii.gz").write_text("x")
-    (tmp_path / "b.nii.gz").write_text("x")
+    (tmp_path / "a" / "segmentation.nii.gz").write_text("x", encoding="utf-8")
+    (tmp_path / "a" / "image.nii.gz").write_text("x", encoding="utf-8")
+    (tmp_path / "b.nii.gz").write_text("x", encoding="utf-8")
     (tmp_path / "empty_folder").mkdir()
     cases = seg2med_batch.find_cases(tmp_path)
     assert [(c.name, c.image is not None) for c in cases] == [("a", True), ("b", False)]
@@ -54,14 +54,14 @@ def test_find_cases_layouts(tmp_path: Path) -> None:
 
 def test_batch_run_writes_outputs_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = tmp_path / "fake_core.py"
-    fake.write_text(FAKE_CORE)
+    fake.write_text(FAKE_CORE, encoding="utf-8")
     monkeypatch.setattr(seg2med_batch, "synthesize_command",
                         lambda seg, model, out, options, image=None: [sys.executable, str(fake), "--seg", str(seg), "--out", str(out)])
     inp = tmp_path / "in"
     for case in ("case1", "broken"):
         (inp / case).mkdir(parents=True)
-        (inp / case / "segmentation.nii.gz").write_text("x")
-    (inp / "case1" / "image.nii.gz").write_text("x")
+        (inp / case / "segmentation.nii.gz").write_text("x", encoding="utf-8")
+    (inp / "case1" / "image.nii.gz").write_text("x", encoding="utf-8")
     code = seg2med_batch.main(["--input-dir", str(inp), "--output-dir", str(tmp_path / "out"), "--quiet"])
     assert code == 1  # one case failed
     rows = list(csv.DictReader(open(tmp_path / "out" / "seg2med_batch.csv")))
@@ -115,7 +115,7 @@ def test_training_export_curve_resume_and_register(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(seg2med_core.registry, "register_bundle",
                         lambda path, name=None, registry=None: registered.append(Path(path)) or "entry")
-    (tmp_path / "bundle" / "metadata.json").write_text(json.dumps({"name": "x"}))
+    (tmp_path / "bundle" / "metadata.json").write_text(json.dumps({"name": "x"}), encoding="utf-8")
     assert logic.register(registry_path=tmp_path / "reg.json") == "entry" and registered == [tmp_path / "bundle"]
 
 

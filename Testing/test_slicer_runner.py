@@ -42,7 +42,7 @@ FAKE_CLI = textwrap.dedent(
 @pytest.fixture()
 def fake_cli(tmp_path: Path) -> Path:
     path = tmp_path / "fake_cli.py"
-    path.write_text(FAKE_CLI)
+    path.write_text(FAKE_CLI, encoding="utf-8")
     return path
 
 
@@ -135,7 +135,7 @@ def test_auto_device_guess_never_imports_torch(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(estimate.sys, "platform", "linux")
     assert estimate.guess_auto_device()[0] == "cpu"
     assert "torch" not in sys.modules
-    (tmp_path / "metadata.json").write_text('{"image_size": 128}')
+    (tmp_path / "metadata.json").write_text('{"image_size": 128}', encoding="utf-8")
     assert estimate.model_image_size(tmp_path) == 128
     assert estimate.model_image_size(tmp_path / "missing") == 256 and estimate.model_image_size(None) == 256
     from Seg2MedLib.logic import Seg2MedLogic

@@ -25,7 +25,7 @@ def ui_names(module: str) -> dict[str, str]:
 
 
 def used_ui_names(path: Path) -> set[str]:
-    return set(re.findall(r"\bui\.(\w+)", path.read_text()))
+    return set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -40,7 +40,7 @@ def test_every_ui_name_used_exists(module: str) -> None:
 def test_parameter_names_match_wrapper_fields(module: str) -> None:
     tree = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
     bound = {p.find("string").text for p in tree.iter("property") if p.get("name") == "SlicerParameterName"}
-    source = ast.parse((ROOT / module / f"{module}.py").read_text())
+    source = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
     wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
     fields = {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
     assert bound <= fields, f"{module}.ui binds unknown parameters {sorted(bound - fields)}"
@@ -50,7 +50,7 @@ def test_parameter_names_match_wrapper_fields(module: str) -> None:
 @pytest.mark.parametrize("module", MODULES)
 def test_module_file_is_thin_and_complete(module: str) -> None:
     path = ROOT / module / f"{module}.py"
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     assert len(text.splitlines()) < 200
     tree = ast.parse(text)
     classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
@@ -60,11 +60,11 @@ def test_module_file_is_thin_and_complete(module: str) -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_cmake_lists_all_python_files(module: str) -> None:
-    cmake = (ROOT / module / "CMakeLists.txt").read_text()
+    cmake = (ROOT / module / "CMakeLists.txt").read_text(encoding="utf-8")
     for py in sorted((ROOT / module).rglob("*.py")):
         rel = py.relative_to(ROOT / module).as_posix().replace(module, "${MODULE_NAME}", 1)
         assert rel in cmake, f"{py.relative_to(ROOT)} is not in {module}/CMakeLists.txt"
-    top = (ROOT / "CMakeLists.txt").read_text()
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert f"add_subdirectory({module})" in top and "EXTENSION_DESCRIPTION" in top
 
 
@@ -72,7 +72,7 @@ def test_plain_python_lib_files_import_no_qt() -> None:
     for path in list((ROOT / "Seg2Med" / "Seg2MedLib").glob("*.py")) + list((ROOT / "Seg2MedTraining" / "Seg2MedTrainingLib").glob("*.py")):
         if path.name == "widget.py":
             continue
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not imported & {"qt", "ctk", "slicer.ScriptedLoadableModule"}, f"{path.name} imports Qt"
@@ -180,7 +180,7 @@ BINDABLE = {"bool": {"QCheckBox"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBo
 
 @pytest.mark.parametrize("module", MODULES)
 def test_bound_widgets_fit_the_parameter_types(module: str) -> None:
-    source = ast.parse((ROOT / module / f"{module}.py").read_text())
+    source = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
     wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
     types = {n.target.id: ast.unparse(n.annotation) for n in wrapper.body if isinstance(n, ast.AnnAssign)}
     tree = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
@@ -210,7 +210,7 @@ def test_slicer_util_and_mrml_names_exist_in_slicer_core() -> None:
     slicer = pytest.importorskip("slicer")
     import vtk
 
-    text = "\n".join((ROOT / f).read_text() for f in GUI_FILES)
+    text = "\n".join((ROOT / f).read_text(encoding="utf-8") for f in GUI_FILES)
     for name in set(re.findall(r"slicer\.util\.(\w+)", text)):
         assert hasattr(slicer.util, name), f"slicer.util.{name} does not exist"
     for cls in set(re.findall(r"slicer\.(vtk\w+)", text)):

@@ -95,11 +95,11 @@ CPU = ddp.DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("c
 # ------------------------------------------------------------------------------------------ config
 def test_config_from_json_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"modality": "mr", "sequence": "vibe_in", "batch_size": 3, "betas": [0.5, 0.9]}))
+    path.write_text(json.dumps({"modality": "mr", "sequence": "vibe_in", "batch_size": 3, "betas": [0.5, 0.9]}), encoding="utf-8")
     cfg = TrainConfig.from_json(path)
     assert (cfg.modality, cfg.batch_size, cfg.betas, cfg.lr) == ("mr", 3, (0.5, 0.9), 2e-4)
     assert cfg.effective_loss == "mse"
-    path.write_text(json.dumps({"modality": "ct", "batch_sise": 3}))
+    path.write_text(json.dumps({"modality": "ct", "batch_sise": 3}), encoding="utf-8")
     with pytest.raises(Seg2MedError, match="batch_sise"):
         TrainConfig.from_json(path)
     with pytest.raises(Seg2MedError, match="holdout_fraction"):
@@ -141,10 +141,10 @@ def test_discover_layouts(tmp_path: Path) -> None:
     ]
 
     csv_path = tmp_path / "cases.csv"
-    csv_path.write_text("image,segmentation,split\nflat/a_image.nii.gz,flat/a_seg.nii.gz,test\n")
+    csv_path.write_text("image,segmentation,split\nflat/a_image.nii.gz,flat/a_seg.nii.gz,test\n", encoding="utf-8")
     (case,) = discover_cases(csv_path)
     assert case.split == "test" and case.image == tmp_path / "flat" / "a_image.nii.gz"
-    csv_path.write_text("image,segmentation,split\nx.nii.gz,y.nii.gz,holdout\n")
+    csv_path.write_text("image,segmentation,split\nx.nii.gz,y.nii.gz,holdout\n", encoding="utf-8")
     with pytest.raises(Seg2MedError, match="holdout"):
         discover_cases(csv_path)
     (tmp_path / "empty").mkdir()
@@ -217,7 +217,7 @@ def test_resume_after_kill_continues_exactly(tmp_path: Path) -> None:
 
     with pytest.raises(_Kill):
         Trainer(tiny_config(max_steps=7), data, tmp_path / "killed", CPU, on_step=kill_at_5).run()
-    latest = json.loads((tmp_path / "killed" / "checkpoints" / "latest" / "info.json").read_text())
+    latest = json.loads((tmp_path / "killed" / "checkpoints" / "latest" / "info.json").read_text(encoding="utf-8"))
     assert latest["step"] == 3  # the checkpoint before the kill (checkpoint_every=3)
     with pytest.raises(Seg2MedError, match="--resume"):
         Trainer(tiny_config(max_steps=7), data, tmp_path / "killed", CPU).run()
@@ -232,7 +232,7 @@ def test_resume_after_kill_continues_exactly(tmp_path: Path) -> None:
     opt_b = torch.load(tmp_path / "killed" / "checkpoints" / "latest" / "state.pt", weights_only=True)["optimizer"]
     for key, state in opt_a["state"].items():
         assert torch.equal(state["exp_avg"], opt_b["state"][key]["exp_avg"]) and int(state["step"]) == int(opt_b["state"][key]["step"]) == 7
-    steps = [int(line.split(",")[0]) for line in (tmp_path / "killed" / "train_log.csv").read_text().splitlines()[1:]]
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "killed" / "train_log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert steps == list(range(1, 8))
 
 
@@ -263,7 +263,7 @@ def test_ddp_two_processes_gloo_write_one_bundle(tmp_path: Path) -> None:
     image, seg = write_synthetic_case(tmp_path / "data", "p1")
     write_synthetic_case(tmp_path / "data", "p2", shift=2)
     cfg = tiny_config(max_steps=3, val_every=3, holdout_fraction=0.3)
-    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -274,8 +274,8 @@ def test_ddp_two_processes_gloo_write_one_bundle(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote bundle") == 1
-    meta = json.loads((tmp_path / "run" / "bundle" / "metadata.json").read_text())
+    meta = json.loads((tmp_path / "run" / "bundle" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["metrics"]["steps"] == 3
-    steps = [line.split(",")[0] for line in (tmp_path / "run" / "train_log.csv").read_text().splitlines()[1:]]
+    steps = [line.split(",")[0] for line in (tmp_path / "run" / "train_log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert steps == ["1", "2", "3"]
     assert not list(tmp_path.glob("run/.bundle*"))

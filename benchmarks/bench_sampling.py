@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(args.out_dir) / f"{slug(card)}-{now:%Y%m%d-%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(out)
     print_summary(result)
     print(f"# wrote {out} ({budget.elapsed():.0f} s)", flush=True)

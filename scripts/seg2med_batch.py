@@ -85,7 +85,7 @@ def run_case(case: Case, args: argparse.Namespace, out_dir: Path) -> dict[str, o
         return row
     row.update(status="ok", error="", output=str(out))
     if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         metrics = metrics.get("metrics", metrics)
         row.update({k: metrics.get(k, "") for k in METRIC_KEYS})
     return row
@@ -95,7 +95,7 @@ def write_csv(rows: list[dict[str, object]], path: Path) -> None:
     """Atomic CSV: a temp file in the same folder, then ``os.replace``."""
     fields = ["case", "status", "output", "segmentation", "image", *METRIC_KEYS, "error"]
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as fh:
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:

@@ -164,7 +164,7 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
     expected = entry.sha256.lower()
     target = cache_dir_for(entry)
     stamp = target / SHA_STAMP
-    if (target / "metadata.json").exists() and stamp.exists() and stamp.read_text().strip() == expected:
+    if (target / "metadata.json").exists() and stamp.exists() and stamp.read_text(encoding="utf-8").strip() == expected:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{entry.name}.download-", dir=target.parent) as tmpdir:
@@ -193,7 +193,7 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
         if len(found) != 1:
             raise Seg2MedError(f"model '{entry.name}' archive holds {len(found)} bundles, expected one")
         read_metadata(found[0])  # a broken bundle is never cached
-        (found[0] / SHA_STAMP).write_text(expected + "\n")
+        (found[0] / SHA_STAMP).write_text(expected + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         os.replace(found[0], target)

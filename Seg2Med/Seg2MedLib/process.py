@@ -111,6 +111,7 @@ class ProcessRunner:
         if env:
             full_env.update(env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        full_env.setdefault("PYTHONIOENCODING", "utf-8")  # the child prints JSON lines and names with non-ASCII text
         flags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0  # type: ignore[attr-defined]
         try:
             self._process = subprocess.Popen(

@@ -85,7 +85,7 @@ def save_checkpoint(
             {"optimizer": optimizer.state_dict(), "train_state": state.__dict__, "rng": rng_state(), "config": config},
             tmp / STATE,
         )
-        (tmp / INFO).write_text(json.dumps({**state.__dict__}, indent=2, default=float) + "\n")
+        (tmp / INFO).write_text(json.dumps({**state.__dict__}, indent=2, default=float) + "\n", encoding="utf-8")
         old: Path | None = None
         if folder.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))

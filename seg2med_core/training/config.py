@@ -118,7 +118,7 @@ class TrainConfig:
     def from_json(cls, path: str | Path) -> "TrainConfig":
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise Seg2MedError(f"cannot read training config '{path}': {exc.strerror}") from exc
         except json.JSONDecodeError as exc:

@@ -182,7 +182,7 @@ def discover_cases(data: str | os.PathLike[str]) -> list[CaseSpec]:
 
 def read_case_csv(path: Path) -> list[CaseSpec]:
     """Cases from a CSV with columns image, segmentation[, tissue_segmentation, split, dataset, case]."""
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in ("image", "segmentation") if c not in columns]
@@ -300,7 +300,7 @@ def _save_cached(folder: Path, case: PreparedCase) -> None:
     try:
         for name in _ARRAYS:
             np.save(tmp / f"{name}.npy", getattr(case, name), allow_pickle=False)
-        (tmp / "case.json").write_text(json.dumps({"n_total": case.n_total, "info": case.info}))
+        (tmp / "case.json").write_text(json.dumps({"n_total": case.n_total, "info": case.info}), encoding="utf-8")
         try:
             os.replace(tmp, folder)
         except OSError:  # another process (DDP rank) finished the same entry first
@@ -315,7 +315,7 @@ def _load_cached(folder: Path, spec: CaseSpec) -> PreparedCase | None:
     if not (folder / "case.json").is_file():
         return None
     try:
-        meta = json.loads((folder / "case.json").read_text())
+        meta = json.loads((folder / "case.json").read_text(encoding="utf-8"))
         arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in _ARRAYS}
     except (OSError, ValueError):
         return None

@@ -336,7 +336,7 @@ def _write_outputs(
         tests = stats.compare_runs(result.rows, other_rows, [m for m in ("ssim", "psnr", "mae", "histcc", "fsim") if m in metrics], name, other_name)
         stats.write_rows_csv(out / "compare.csv", [t.__dict__ for t in tests])
         with atomic_path(out / "compare.md") as tmp:
-            Path(tmp).write_text(stats.comparison_markdown(tests))
+            Path(tmp).write_text(stats.comparison_markdown(tests), encoding="utf-8")
         for t in tests:
             log(f"Mann–Whitney {t.metric}: {name} vs {other_name}: p = {stats.format_p(t.p_two_sided)} (two-sided)")
     table = stats.table_markdown(runs, metrics, extra, digits={"mae": 2, "psnr": 2})
@@ -346,7 +346,7 @@ def _write_outputs(
     if notes or skipped:
         text += "\n## Notes\n\n" + "\n".join(x for x in (notes, skipped) if x) + "\n"
     with atomic_path(out / "summary.md") as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
     if dice_rows:
         stats.write_rows_csv(out / "dice_per_case.csv", dice_rows)
         organs = sorted({r["organ"] for r in dice_rows})
@@ -369,7 +369,7 @@ def _write_outputs(
         "compared_with": str(compare) if compare is not None else None,
     }
     with atomic_path(out / "eval.json") as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        Path(tmp).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -380,13 +380,13 @@ def _json_default(value: Any) -> Any:
 
 def _run_name(folder: Path) -> str:
     try:
-        return str(json.loads((folder / "eval.json").read_text())["method"])
+        return str(json.loads((folder / "eval.json").read_text(encoding="utf-8"))["method"])
     except (OSError, ValueError, KeyError):
         return folder.name
 
 
 def _read_fid(folder: Path) -> dict[str, float]:
     try:
-        return {k: float(v) for k, v in json.loads((folder / "eval.json").read_text()).get("fid", {}).items()}
+        return {k: float(v) for k, v in json.loads((folder / "eval.json").read_text(encoding="utf-8")).get("fid", {}).items()}
     except (OSError, ValueError):
         return {}

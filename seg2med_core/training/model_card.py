@@ -23,7 +23,7 @@ METRICS = ("ssim", "psnr", "mae", "histcc")
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise Seg2MedError(f"cannot read '{path}': {exc.strerror}") from exc
 
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundle = Path(args.bundle)
     text = render_model_card(bundle, Path(args.run), Path(args.eval), Path(args.baseline_eval) if args.baseline_eval else None)
     with atomic_path(bundle / "MODEL_CARD.md") as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8")
     if args.install:
         print(f"installed {install_bundle(bundle, Path(args.install))}")
     print(text)

@@ -25,22 +25,22 @@ class CsvLog:
         self.path = Path(path)
         self.fields = fields
         if not self.path.exists():
-            with open(self.path, "w", newline="") as handle:
+            with open(self.path, "w", newline="", encoding="utf-8") as handle:
                 csv.writer(handle).writerow(fields)
 
     def append(self, row: dict[str, Any]) -> None:
-        with open(self.path, "a", newline="") as handle:
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
             csv.writer(handle).writerow([_fmt(row.get(f, "")) for f in self.fields])
 
     def rows(self) -> list[dict[str, str]]:
-        with open(self.path, newline="") as handle:
+        with open(self.path, newline="", encoding="utf-8") as handle:
             return list(csv.DictReader(handle))
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after ``step`` (they belong to the part of a killed run that is redone)."""
         kept = [r for r in self.rows() if r.get("step", "") != "" and int(float(r["step"])) <= step]
         with atomic_path(self.path) as tmp:
-            with open(tmp, "w", newline="") as handle:
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(self.fields))
                 writer.writeheader()
                 writer.writerows(kept)

@@ -175,7 +175,7 @@ def write_rows_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]],
                 seen.setdefault(key, None)
         fields = list(seen)
     with atomic_path(Path(path)) as tmp:
-        with open(tmp, "w", newline="") as handle:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(fields), extrasaction="ignore")
             writer.writeheader()
             for row in rows:
@@ -186,5 +186,5 @@ def read_rows_csv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         raise Seg2MedError(f"per-case results '{path}' do not exist")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

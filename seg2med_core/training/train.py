@@ -300,7 +300,7 @@ class Trainer:
         main = ctx.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+            (self.run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
             self._write_data_json()
         train_log = CsvLog(self.run_dir / "train_log.csv", TRAIN_FIELDS) if main else None
         val_log = CsvLog(self.run_dir / "val_log.csv", VAL_FIELDS) if main else None
@@ -402,7 +402,7 @@ class Trainer:
             "train_slices": len(self.split.train),
             "val_slices": len(self.split.val),
         }
-        (self.run_dir / "data.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (self.run_dir / "data.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
     def _label_set(self) -> str:
         if self.config.label_set:
