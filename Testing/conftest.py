@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_models import TINY_NO_ATTENTION
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalsegmentator-examples"
 EXAMPLES = Path(os.environ.get("SEG2MED_EXAMPLE_DATA", str(_DEFAULT_DATA)))
@@ -21,16 +22,7 @@ def examples() -> Path:
 
 # --------------------------------------------------------------------------------- tiny model bundles
 #: A DiffusionModelUNet small enough that sampling the 3 mm examples takes seconds on a CPU.
-TINY_NETWORK = dict(
-    spatial_dims=2,
-    in_channels=2,
-    out_channels=1,
-    channels=(8, 16),
-    attention_levels=(False, False),
-    num_res_blocks=1,
-    norm_num_groups=8,
-    num_head_channels=8,
-)
+TINY_NETWORK = TINY_NO_ATTENTION
 #: In-plane grid of the tiny bundles: 32 px at 12 mm = 384 mm, enough for the examples' 366 mm field of view.
 TINY_IMAGE_SIZE = 32
 TINY_SPACING_XY = 12.0

@@ -22,17 +22,9 @@ from seg2med_core.errors import Seg2MedError
 from seg2med_core.fast import FastOptions, prepared, set_sdpa
 from seg2med_core.network import build_network
 from seg2med_core.sampler import SamplerConfig, sample_slices
+from tiny_models import TINY_ATTENTION
 
-TINY = dict(
-    spatial_dims=2,
-    in_channels=2,
-    out_channels=1,
-    channels=(8, 16),
-    attention_levels=(False, True),
-    num_res_blocks=1,
-    num_head_channels=8,
-    norm_num_groups=8,
-)
+TINY = TINY_ATTENTION
 
 
 @pytest.fixture(scope="module")

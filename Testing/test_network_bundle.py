@@ -29,17 +29,9 @@ from seg2med_core.network import (
     count_parameters,
     to_json_config,
 )
+from tiny_models import TINY_ATTENTION
 
-TINY = dict(
-    spatial_dims=2,
-    in_channels=2,
-    out_channels=1,
-    channels=(8, 16),
-    attention_levels=(False, True),
-    num_res_blocks=1,
-    num_head_channels=8,
-    norm_num_groups=8,
-)
+TINY = TINY_ATTENTION
 TINY_REGRESSION = {"class": "AttentionUnet", "spatial_dims": 2, "in_channels": 1, "out_channels": 1,
                    "channels": (8, 16), "strides": (2,)}
 

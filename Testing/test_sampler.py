@@ -9,17 +9,9 @@ import torch
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.network import build_network, build_scheduler
 from seg2med_core.sampler import SamplerConfig, initial_noise, predict_regression, sample_slices
+from tiny_models import TINY_ATTENTION
 
-TINY = dict(
-    spatial_dims=2,
-    in_channels=2,
-    out_channels=1,
-    channels=(8, 16),
-    attention_levels=(False, True),
-    num_res_blocks=1,
-    num_head_channels=8,
-    norm_num_groups=8,
-)
+TINY = TINY_ATTENTION
 ALPHAS_CUMPROD = build_scheduler(None, "ddpm").alphas_cumprod
 
 

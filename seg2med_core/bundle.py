@@ -15,8 +15,6 @@ import io
 import json
 import os
 import platform
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from seg2med_core import __version__
+from seg2med_core.io import atomic_folder
 from seg2med_core.errors import Seg2MedError
 from seg2med_core.network import build_network, is_diffusion_config, network_class_name, to_json_config
 
@@ -195,23 +194,11 @@ def save_bundle(
         raise Seg2MedError(f"model bundle '{folder}' already exists")
     if folder.exists() and not folder.is_dir():
         raise Seg2MedError(f"cannot write model bundle: '{folder}' exists and is not a folder")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "seg2med": __version__})
         (tmp / METADATA_FILE).write_text(json.dumps(metadata.to_dict(), indent=2) + "\n", encoding="utf-8")
         if model_card is not None:
             (tmp / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
-        old: Path | None = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -346,6 +348,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``path``; on success it replaces ``path`` in one rename.
+
+    An existing folder at ``path`` is moved aside first and deleted only after the new one is in place, so
+    readers see the old folder or the new one, never a half-written one. On any exception the temporary
+    folder is removed and ``path`` is left untouched.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the published folder should not be
+    try:
+        yield tmp
+        old: Path | None = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / target.name)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_image(img: sitk.Image, path: str | Path) -> Path:

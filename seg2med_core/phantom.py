@@ -52,7 +52,7 @@ from scipy import ndimage
 
 from .errors import Seg2MedError
 from .io import Segmentation
-from .labels import TISSUE_OFFSET, names_for
+from .labels import names_for
 
 Region = Literal["abdomen", "pelvis", "abdomen-pelvis"]
 Sex = Literal["male", "female"]

@@ -222,7 +222,6 @@ def sample_slices(
     network.to(device)
     opts = options if options is not None else config.fast_options(device)
     batch = _resolve_batch_size(config, network, device, opts, 2, height, n)
-    pad_batches = opts.compile  # fixed shapes avoid recompiling for the last, smaller batch
     seed = config.seed if config.seed is not None else secrets.randbits(63)
     n_batches = math.ceil(n / batch)
     total = n_batches * config.steps

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from seg2med_core.io import atomic_folder
 from seg2med_core.errors import Seg2MedError
 
 WEIGHTS = "model.safetensors"
@@ -75,10 +74,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (replacing an older one at ``folder``)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the final folder should not be
-    try:
+    with atomic_folder(folder) as tmp:
         weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
         save_file(weights, str(tmp / WEIGHTS), metadata={"step": str(state.step)})
         torch.save(
@@ -86,16 +82,6 @@ def save_checkpoint(
             tmp / STATE,
         )
         (tmp / INFO).write_text(json.dumps({**state.__dict__}, indent=2, default=float) + "\n", encoding="utf-8")
-        old: Path | None = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
