@@ -164,3 +164,21 @@ def test_estimate_scales_and_flags_unmeasured_devices() -> None:
     assert estimate.format_duration(61) == "2 min" and estimate.format_duration(3700) == "1 h 2 min"
     with pytest.raises(ValueError):
         estimate.estimate_seconds(0, 10, "cpu")
+
+
+def test_estimate_uses_the_bundles_own_timing(tmp_path: Path) -> None:
+    import json
+
+    from Seg2MedLib import estimate
+
+    (tmp_path / "metadata.json").write_text(
+        json.dumps({"image_size": 128, "metrics": {"seconds_per_slice_step": {"cpu": 0.05}}}), encoding="utf-8"
+    )
+    timing = estimate.model_timing(tmp_path)
+    assert timing == {"cpu": 0.05}
+    seconds = estimate.estimate_seconds(40, 20, "cpu", 128, timing)
+    assert seconds == pytest.approx(estimate.STARTUP_SECONDS["cpu"] + 0.05 * 40 * 20)
+    assert "measured for this model" in estimate.describe_estimate(40, 20, "cpu", 128, timing)
+    # a device the bundle was not timed on falls back to the paper-network constants
+    assert estimate.estimate_seconds(40, 20, "cuda", 128, timing) == estimate.estimate_seconds(40, 20, "cuda", 128)
+    assert estimate.model_timing(tmp_path / "missing") == {}

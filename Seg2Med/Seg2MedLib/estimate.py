@@ -43,12 +43,19 @@ def seconds_per_slice_step(device: str, image_size: int) -> float:
     raise AssertionError("unreachable")
 
 
-def estimate_seconds(n_slices: int, steps: int, device: str, image_size: int = 256) -> float:
-    """Expected wall time of ``synthesize`` for ``n_slices`` axial slices and ``steps`` sampler steps."""
+def estimate_seconds(
+    n_slices: int, steps: int, device: str, image_size: int = 256, measured: dict[str, float] | None = None
+) -> float:
+    """Expected wall time of ``synthesize`` for ``n_slices`` axial slices and ``steps`` sampler steps.
+
+    ``measured`` (from :func:`model_timing`) holds the bundle's own seconds per slice-step per device; it
+    wins over the paper-network constants, which overestimate small networks by far.
+    """
     if n_slices < 1 or steps < 1 or image_size < 1:
         raise ValueError(f"slices, steps and image size must be >= 1, got {n_slices}, {steps}, {image_size}")
     startup = STARTUP_SECONDS.get(device, STARTUP_SECONDS[FALLBACK_DEVICE])
-    return startup + seconds_per_slice_step(device, image_size) * n_slices * steps
+    per_step = (measured or {}).get(device) or seconds_per_slice_step(device, image_size)
+    return startup + per_step * n_slices * steps
 
 
 def format_duration(seconds: float) -> str:
@@ -61,11 +68,15 @@ def format_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def describe_estimate(n_slices: int, steps: int, device: str, image_size: int = 256) -> str:
+def describe_estimate(
+    n_slices: int, steps: int, device: str, image_size: int = 256, measured: dict[str, float] | None = None
+) -> str:
     """One line for the GUI, e.g. '≈ 4 min on cpu (120 slices × 20 steps at 256²)'."""
-    seconds = estimate_seconds(n_slices, steps, device, image_size)
+    seconds = estimate_seconds(n_slices, steps, device, image_size, measured)
     text = f"≈ {format_duration(seconds)} on {device} ({n_slices} slices × {steps} steps at {image_size}²)"
-    if device not in SECONDS_PER_SLICE_STEP:
+    if (measured or {}).get(device):
+        text += "; timing measured for this model"
+    elif device not in SECONDS_PER_SLICE_STEP:
         text += f"; {device} not measured, {FALLBACK_DEVICE} figures used"
     return text
 
@@ -102,3 +113,16 @@ def model_image_size(bundle_dir: str | Path | None, default: int = 256) -> int:
     except (OSError, ValueError, TypeError, AttributeError):
         return default
     return size if size > 0 else default
+
+
+def model_timing(bundle_dir: str | Path | None) -> dict[str, float]:
+    """Seconds per slice-step measured for this bundle, per device type, from its ``metadata.json``
+    (``metrics["seconds_per_slice_step"]``, e.g. ``{"cpu": 0.03, "cuda": 0.0007}``); empty when absent."""
+    if bundle_dir is None:
+        return {}
+    try:
+        meta = json.loads((Path(bundle_dir) / "metadata.json").read_text(encoding="utf-8"))
+        timing = meta.get("metrics", {}).get("seconds_per_slice_step", {})
+        return {str(k): float(v) for k, v in timing.items() if float(v) > 0}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from . import nodes, tables
 from .commands import SynthesisOptions, child_environment, ensure_core_importable, synthesize_command
-from .estimate import describe_estimate, guess_auto_device, model_image_size
+from .estimate import describe_estimate, guess_auto_device, model_image_size, model_timing
 from .process import ProcessRunner, RunEvent
 
 # Only the path is set up here: seg2med_core (and through it scipy/scikit-image) is imported inside the
@@ -271,7 +271,7 @@ class Seg2MedLogic:
         if device == "auto":
             device, reason = guess_auto_device()
             note = f" [auto: {reason}]"
-        return describe_estimate(n_slices, int(options.steps), device, size) + note
+        return describe_estimate(n_slices, int(options.steps), device, size, model_timing(model_dir)) + note
 
     def load_result(self, path: str | Path, name: str, reference: Any | None = None) -> Any:
         """Load a synthetic volume as a new scalar volume node (checked against the reference geometry)."""
