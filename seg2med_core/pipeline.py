@@ -72,10 +72,6 @@ def body_mask(seg: Segmentation, image: sitk.Image | None = None, image_modality
     return body_mask_from_segmentation(seg.image)
 
 
-# Backwards-compatible private name used by the first CLI draft.
-_body_mask = body_mask
-
-
 def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:
     """Real image → model space [0, 1] (CT window L0/W2000; MR p10–p90 of the volume)."""
     arr = sitk.GetArrayFromImage(image).astype(np.float32)
