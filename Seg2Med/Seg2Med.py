@@ -30,7 +30,7 @@ class Seg2Med(ScriptedLoadableModule):
         self.parent.contributors = ["seg2med contributors"]
         self.parent.helpText = (
             "Turn a TotalSegmentator segmentation into a synthetic CT or MR volume with a conditional "
-            "diffusion model (after Seg2Med). See <a href='https://github.com/'>the seg2med documentation</a>."
+            "diffusion model (after Seg2Med). See <a href='https://github.com/seg2med/seg2med'>the seg2med documentation</a>."
         )
         self.parent.acknowledgementText = (
             "Uses TotalSegmentator (Wasserthal et al.), MONAI and PyTorch. Demo models are for demonstration only, "
