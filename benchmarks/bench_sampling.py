@@ -122,15 +122,23 @@ def phantom_priors(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def real_priors(args: argparse.Namespace, meta: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Priors, body masks and (with ``--image``) real slices in [0, 1] from the middle of ``--seg``."""
+    """Priors, body masks and (with ``--image``) real slices in [0, 1]: the ``n`` slices with the most body."""
     import SimpleITK as sitk
 
     from seg2med_core import io as sio
-    from seg2med_core.preprocess import SliceGrid, body_mask_from_segmentation, normalise_ct, normalise_mr
+    from seg2med_core.preprocess import (
+        SliceGrid,
+        body_mask_from_image,
+        body_mask_from_segmentation,
+        normalise_ct,
+        normalise_mr,
+    )
     from seg2med_core.prior import normalise_prior, prior_image
 
     seg = sio.read_segmentation(args.seg)
-    body = body_mask_from_segmentation(seg)
+    image = sio.read_image(args.image) if args.image else None
+    # the body contour as the pipeline takes it: from the real image when there is one, else from the labels
+    body = body_mask_from_image(image, meta.modality) if image is not None else body_mask_from_segmentation(seg)
     prior = prior_image(seg, meta.modality, sequence=meta.sequence, body=body)
     prior01 = normalise_prior(sitk.GetArrayFromImage(prior), meta.modality, meta.sequence).astype(np.float32)
     grid = SliceGrid.from_image(seg.image, spacing_xy=meta.spacing_xy, size=meta.image_size)
@@ -139,8 +147,8 @@ def real_priors(args: argparse.Namespace, meta: Any, n: int) -> tuple[np.ndarray
     area = bodies.reshape(len(bodies), -1).mean(axis=1)
     chosen = np.argsort(-area)[:n]  # the slices with the most body
     real = None
-    if args.image:
-        arr = sitk.GetArrayFromImage(sio.read_image(args.image)).astype(np.float32)
+    if image is not None:
+        arr = sitk.GetArrayFromImage(image).astype(np.float32)
         real01 = normalise_ct(arr) if meta.modality == "ct" else normalise_mr(arr)[0]
         real = grid.forward_array(real01.astype(np.float32), interpolator="linear")[chosen]
     return np.clip(priors[chosen], 0, 1), bodies[chosen], real
