@@ -24,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from seg2med_core import __version__
-from seg2med_core.io import atomic_folder
+from seg2med_core.io import atomic_folder, read_json
 from seg2med_core.errors import Seg2MedError
 from seg2med_core.network import build_network, is_diffusion_config, network_class_name, to_json_config
 
@@ -149,10 +149,7 @@ def read_metadata(path: str | os.PathLike[str]) -> BundleMetadata:
     meta_path = folder / METADATA_FILE
     if not meta_path.is_file():
         raise Seg2MedError(f"model bundle '{folder}' has no {METADATA_FILE}")
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Seg2MedError(f"'{meta_path}' is not valid JSON ({exc})") from exc
+    data = read_json(meta_path, "bundle metadata")
     return BundleMetadata.from_dict(data, source=f"'{meta_path}'")
 
 

@@ -346,6 +346,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
 
 def cmd_bundle(args: argparse.Namespace) -> int:
     from seg2med_core import bundle as bundle_mod
+    from seg2med_core import io
     from seg2med_core import registry
 
     if args.bundle_command == "info":
@@ -365,13 +366,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
         raise Seg2MedError(f"--out folder '{out.parent}' does not exist")
     data: dict[str, Any] = {}
     if args.metadata:
-        meta_path = Path(args.metadata)
-        if not meta_path.is_file():
-            raise Seg2MedError(f"metadata file '{meta_path}' does not exist")
-        try:
-            data = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise Seg2MedError(f"metadata file '{meta_path}' is not valid JSON ({exc})") from None
+        data = io.read_json(args.metadata, "metadata file")
     data = _import_metadata_defaults(data, args)
     metadata = bundle_mod.BundleMetadata.from_dict(data, source=f"'{args.metadata or '--metadata'}'")
     written = bundle_mod.import_monai_generative_checkpoint(args.checkpoint, out, metadata)

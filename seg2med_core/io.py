@@ -13,6 +13,7 @@ Every problem with the input raises a one-line ``Seg2MedError`` naming the file 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -23,6 +24,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -348,6 +350,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse the JSON file ``path``; a one-line Seg2MedError naming ``what`` and the file otherwise."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Seg2MedError(f"{what} '{path}' does not exist") from None
+    except OSError as exc:
+        raise Seg2MedError(f"cannot read {what} '{path}': {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Seg2MedError(f"{what} '{path}' is not valid JSON ({exc})") from None
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seg2med_core.errors import Seg2MedError
+from seg2med_core.io import read_json
 
 ProgressFn = Callable[[int, int, str], None]
 #: File inside a cached download recording the archive checksum it came from.
@@ -78,10 +79,7 @@ class RegistryEntry:
 
 def _read_registry_file(path: Path) -> dict[str, Any]:
     """Parse one registry file; one-line errors for bad JSON or a wrong layout."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Seg2MedError(f"model registry '{path}' is not valid JSON: {exc}") from exc
+    data = read_json(path, "model registry")
     if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
         raise Seg2MedError(f"model registry '{path}' must be a JSON object with a 'models' list")
     return data

@@ -9,12 +9,12 @@ so a run is fully described by its ``config.json``.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seg2med_core.errors import Seg2MedError
+from seg2med_core.io import read_json
 from seg2med_core.network import PAPER_NETWORK, PAPER_SCHEDULER, to_json_config
 
 MODEL_KINDS = ("diffusion", "regression")
@@ -117,12 +117,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "TrainConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise Seg2MedError(f"cannot read training config '{path}': {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
-            raise Seg2MedError(f"training config '{path}' is not valid JSON: {exc}") from exc
+        data = read_json(path, "training config")
         if not isinstance(data, dict):
             raise Seg2MedError(f"training config '{path}' must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data, source=f"training config '{path}'")

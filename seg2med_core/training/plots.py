@@ -30,6 +30,13 @@ def _pyplot():
     return plt
 
 
+def _save_png(fig: Any, path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically and return the path."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
 def metric_figures(
     runs: dict[str, Sequence[dict[str, Any]]], metric: str, out_dir: str | os.PathLike[str]
 ) -> list[Path]:
@@ -61,10 +68,7 @@ def metric_figures(
         ax.set_title(f"{metric.upper()} per case (background: dataset)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"{metric}_cases.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        written.append(path)
+        written.append(_save_png(fig, out_dir / f"{metric}_cases.png"))
     finally:
         plt.close(fig)
 
@@ -86,10 +90,7 @@ def metric_figures(
         ax.set_ylabel(metric.upper())
         ax.set_title(f"{metric.upper()} by run")
         fig.tight_layout()
-        path = out_dir / f"{metric}_box.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
-        written.append(path)
+        written.append(_save_png(fig, out_dir / f"{metric}_box.png"))
     finally:
         plt.close(fig)
     return written
