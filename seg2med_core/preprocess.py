@@ -389,6 +389,19 @@ def _sitk_interpolator(name: str) -> int:
     raise Seg2MedError(f"interpolator must be 'linear' or 'nearest', got '{name}'")
 
 
+def _resample_onto(img: sitk.Image, grid: Geometry, interpolator: int, default: float = 0.0) -> sitk.Image:
+    """Resample ``img`` onto ``grid`` (size, spacing, origin, direction); edges extrapolate the nearest voxel."""
+    res = sitk.ResampleImageFilter()
+    res.SetSize(grid.size)
+    res.SetOutputSpacing(grid.spacing)
+    res.SetOutputOrigin(grid.origin)
+    res.SetOutputDirection(grid.direction)
+    res.SetInterpolator(interpolator)
+    res.SetDefaultPixelValue(default)
+    res.SetUseNearestNeighborExtrapolator(True)
+    return res.Execute(img)
+
+
 class SliceGrid:
     """Forward/inverse chain between a reference volume and a stack of square model-space axial slices.
 
@@ -504,14 +517,7 @@ class SliceGrid:
             arr = arr.astype(np.float32, copy=False)
         if self.needs_resampling:
             img = self.canonical.apply(sitk.GetImageFromArray(np.ascontiguousarray(arr)))
-            res = sitk.ResampleImageFilter()
-            res.SetSize(self.resampled.size)
-            res.SetOutputSpacing(self.resampled.spacing)
-            res.SetOutputOrigin(self.resampled.origin)
-            res.SetOutputDirection(self.resampled.direction)
-            res.SetInterpolator(interp)
-            res.SetUseNearestNeighborExtrapolator(True)
-            arr = sitk.GetArrayFromImage(res.Execute(img))
+            arr = sitk.GetArrayFromImage(_resample_onto(img, self.resampled, interp))
         out = np.full(self.stack_shape, pad_value, dtype=arr.dtype)
         (sy, ty), (sx, tx) = self._pad_crop(arr.shape[1]), self._pad_crop(arr.shape[2])
         ny, nx = min(arr.shape[1], self.size), min(arr.shape[2], self.size)
@@ -539,15 +545,7 @@ class SliceGrid:
         arr[:, sy : sy + ny, sx : sx + nx] = stack[:, ty : ty + ny, tx : tx + nx]
         if self.needs_resampling:
             img = self.resampled.apply(sitk.GetImageFromArray(arr))
-            res = sitk.ResampleImageFilter()
-            res.SetSize(self.canonical.size)
-            res.SetOutputSpacing(self.canonical.spacing)
-            res.SetOutputOrigin(self.canonical.origin)
-            res.SetOutputDirection(self.canonical.direction)
-            res.SetInterpolator(interp)
-            res.SetDefaultPixelValue(float(fill_value))
-            res.SetUseNearestNeighborExtrapolator(True)
-            arr = sitk.GetArrayFromImage(res.Execute(img))
+            arr = sitk.GetArrayFromImage(_resample_onto(img, self.canonical, interp, float(fill_value)))
         out = np.ascontiguousarray(self.reorientation.inverse(arr))
         assert out.shape == self.ref.size[::-1], (out.shape, self.ref.size)
         return out
