@@ -302,22 +302,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if report is not None:
         reporter.info("labels converted: " + report.summary())
     if preview is not None:
-        converted_seg = _seg_for_preview(seg, args.to)
-        _write_preview(preview, result, converted_seg, args.to, image, f"source {source.upper()}")
+        _write_preview(preview, result, result.segmentation, args.to, image, f"source {source.upper()}")
     if prior_out is not None:
         io.write_image(result.prior, prior_out)
     io.write_image(result.image, out)
     reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), unmapped=list(report.unmapped) if report else [])
     return 0
-
-
-def _seg_for_preview(seg: "Segmentation", to: str) -> "Segmentation":
-    from seg2med_core.pipeline import convert_segmentation
-
-    if _seg_modality(seg) == to:
-        return seg
-    return convert_segmentation(seg, "total_mr" if to == "mr" else "total")[0]
 
 
 def cmd_labels(args: argparse.Namespace) -> int:

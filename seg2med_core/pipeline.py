@@ -57,6 +57,8 @@ class SynthesisResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     slices_sampled: int = 0
     seconds_sampling: float = 0.0
+    #: the segmentation the prior was made from (after label conversion, for ``convert``)
+    segmentation: Segmentation | None = None
 
 
 def segmentation_modality(seg: Segmentation) -> str:
@@ -230,7 +232,9 @@ def synthesize(
     result_img = sitk.GetImageFromArray(values)
     result_img.CopyInformation(seg.image)
 
-    result = SynthesisResult(image=result_img, prior=prior, body=body, slices_sampled=n_keep, seconds_sampling=seconds)
+    result = SynthesisResult(
+        image=result_img, prior=prior, body=body, slices_sampled=n_keep, seconds_sampling=seconds, segmentation=seg
+    )
     if real_is_target:
         assert image is not None
         result.metrics = compare_to_real(out01, image, body, modality)
