@@ -7,15 +7,13 @@ the subprocess runner and the GUI behaviour live in ``Seg2MedLib``. The heavy wo
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import slicer
 import vtk
-from slicer.parameterNodeWrapper import parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 
@@ -50,6 +48,7 @@ class Seg2MedParameterNode:
     fast: bool = True
     keepSkeleton: bool = True
     phantomSeed: int = 0
+    sampler: Annotated[str, Choice(["dpmpp_2m", "ddim", "ddpm"])] = "dpmpp_2m"
     steps: int = 20
     seed: int = 0
 

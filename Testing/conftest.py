@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from tiny_models import TINY_NO_ATTENTION
 
+# The same numbers on every CI machine: the CPU fast path uses bf16 only where the CPU has it natively
+# (AMX / AVX-512 BF16), so the suite pins fp32; test_fast.py and test_pipeline.py exercise bf16 explicitly.
+os.environ.setdefault("SEG2MED_CPU_BF16", "0")
+
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "totalsegmentator-examples"
 EXAMPLES = Path(os.environ.get("SEG2MED_EXAMPLE_DATA", str(_DEFAULT_DATA)))
 

@@ -19,7 +19,7 @@ from seg2med_core.device import (
     pick_device,
 )
 from seg2med_core.errors import Seg2MedError
-from seg2med_core.fast import FastOptions, prepared, set_sdpa
+from seg2med_core.fast import CPU_BF16_ENV, FastOptions, cpu_bf16_native, prepared, set_sdpa
 from seg2med_core.network import build_network
 from seg2med_core.sampler import SamplerConfig, sample_slices
 from tiny_models import TINY_ATTENTION
@@ -95,9 +95,16 @@ def test_prepared_restores_the_network(tiny: torch.nn.Module) -> None:
         set_sdpa(tiny, False)
 
 
-def test_fast_options_defaults() -> None:
-    cpu = FastOptions.for_device("cpu")
-    assert cpu == FastOptions(sdpa=True) and cpu.autocast is None  # CPU arithmetic stays fp32
+def test_fast_options_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CPU_BF16_ENV, "0")  # a CPU without native bf16: exact fp32 levers only
+    assert FastOptions.for_device("cpu") == FastOptions(sdpa=True, channels_last=True)
+    monkeypatch.setenv(CPU_BF16_ENV, "1")  # AMX / AVX-512 BF16: bf16 autocast as on a GPU
+    assert FastOptions.for_device("cpu") == FastOptions(sdpa=True, autocast="bf16", channels_last=True)
+    monkeypatch.setenv(CPU_BF16_ENV, "maybe")
+    with pytest.raises(Seg2MedError, match="SEG2MED_CPU_BF16='maybe'"):
+        FastOptions.for_device("cpu")
+    monkeypatch.delenv(CPU_BF16_ENV)
+    assert (FastOptions.for_device("cpu").autocast == "bf16") == cpu_bf16_native()
     assert FastOptions.for_device("cpu", fast=False) == FastOptions()
     assert FastOptions().describe() == "plain-fp32"
     assert FastOptions(sdpa=True, autocast="bf16", compile=True).describe() == "sdpa+bf16+compile(default)"
@@ -107,12 +114,18 @@ def test_fast_options_defaults() -> None:
         FastOptions(compile_mode="turbo")
 
 
-def test_sampling_fast_vs_plain_on_cpu(tiny: torch.nn.Module) -> None:
+@pytest.mark.parametrize("bf16", ["0", "1"])
+def test_sampling_fast_vs_plain_on_cpu(tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, bf16: str) -> None:
+    monkeypatch.setenv(CPU_BF16_ENV, bf16)
     priors = np.random.default_rng(0).random((2, 16, 16), dtype=np.float32)
-    cfg = SamplerConfig(kind="ddim", steps=4, seed=3, batch_size=2)
+    cfg = SamplerConfig(kind="dpmpp_2m", steps=4, seed=3, batch_size=2)
     plain = sample_slices(tiny, None, priors, cfg, "cpu", options=FastOptions())
-    default = sample_slices(tiny, None, priors, cfg, "cpu")  # fast=True on CPU = SDPA only
-    np.testing.assert_allclose(default, plain, atol=1e-4)
+    default = sample_slices(tiny, None, priors, cfg, "cpu")  # the CPU fast path
+    if bf16 == "0":  # fp32 levers are exact up to summation order
+        np.testing.assert_allclose(default, plain, atol=1e-4)
+    else:  # bf16 keeps 8 mantissa bits: small mean error, a few pixels up to a few percent of the range
+        diff = np.abs(default - plain)
+        assert 0 < diff.mean() < 5e-3 and diff.max() < 5e-2, (diff.mean(), diff.max())
 
 
 # --- devices -------------------------------------------------------------------------------------
@@ -199,3 +212,15 @@ def test_auto_batch_size_cpu_and_injected_probe(tiny: torch.nn.Module) -> None:
 
     assert auto_batch_size(tiny, 16, "cpu", forward=forward, probe=gpu.probe()) == 10  # 10 * 40 = 400 <= 0.8 * 500
     assert seen[0] == 2 and 10 in seen
+
+
+def test_compile_uses_a_persistent_cache_folder(tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.delenv(fast.COMPILE_CACHE_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    expected = tmp_path / "xdg" / "seg2med" / "torchinductor"
+    assert fast.compile_cache_dir() == expected
+    with prepared(tiny, "cpu", FastOptions(compile=True)):  # wrapping compiles nothing until the first call
+        pass
+    assert expected.is_dir() and fast.os.environ[fast.COMPILE_CACHE_ENV] == str(expected)
+    monkeypatch.setenv(fast.COMPILE_CACHE_ENV, str(tmp_path / "mine"))  # the user's choice wins
+    assert fast.use_persistent_compile_cache() == tmp_path / "mine" and (tmp_path / "mine").is_dir()

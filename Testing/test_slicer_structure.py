@@ -193,6 +193,9 @@ def test_bound_widgets_fit_the_parameter_types(module: str) -> None:
             assert widget.get("class") == "qMRMLNodeComboBox", f"{bound}: node parameter on a {widget.get('class')}"
             node_types = [s.text for s in widget.iter("string") if (s.text or "").startswith("vtkMRML")]
             assert node_types == [kind.split(".")[1]], f"{widget.get('name')} lists {node_types} for {kind}"
+        elif kind.startswith("Annotated[") and "Choice(" in kind:  # Slicer fills the combo box from the Choice
+            assert widget.get("class") == "QComboBox", f"{bound}: Choice parameter on a {widget.get('class')}"
+            assert not widget.findall("item"), f"{widget.get('name')}: items come from the Choice, not the .ui"
         else:
             assert widget.get("class") in BINDABLE[kind], f"{bound}: {kind} parameter on a {widget.get('class')}"
 
@@ -226,3 +229,21 @@ def test_slicer_util_and_mrml_names_exist_in_slicer_core() -> None:
     called = {m for receiver, m in re.findall(r"(\w+)\.([A-Z]\w*)\(", text) if receiver not in NON_MRML_RECEIVERS}
     unknown = sorted(m for m in called - APP_ONLY if not any(hasattr(o, m) for o in objects))
     assert not unknown, f"VTK/MRML methods not found on any MRML class: {unknown}"
+
+
+def test_slicer_sampling_defaults_match_the_core() -> None:
+    """The Slicer side may not import seg2med_core, so its copies of the defaults are checked here."""
+    from Seg2MedLib import commands
+
+    from seg2med_core import defaults
+
+    assert commands.DEFAULT_SAMPLER == defaults.DEFAULT_SAMPLER and commands.DEFAULT_STEPS == defaults.DEFAULT_STEPS
+    assert commands.SAMPLERS == defaults.SAMPLER_KINDS
+    assert commands.SynthesisOptions() == commands.SynthesisOptions(steps=defaults.DEFAULT_STEPS, sampler=defaults.DEFAULT_SAMPLER)
+    source = ast.parse((ROOT / "Seg2Med" / "Seg2Med.py").read_text(encoding="utf-8"))
+    wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name == "Seg2MedParameterNode")
+    fields = {n.target.id: n for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    assert ast.literal_eval(fields["sampler"].value) == defaults.DEFAULT_SAMPLER
+    assert ast.literal_eval(fields["steps"].value) == defaults.DEFAULT_STEPS
+    choice = next(c for c in ast.walk(fields["sampler"].annotation) if isinstance(c, ast.Call))
+    assert tuple(ast.literal_eval(choice.args[0])) == defaults.SAMPLER_KINDS

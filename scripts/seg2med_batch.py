@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Seg2Med"))
 
-from Seg2MedLib.commands import DEVICES, SAMPLERS, SynthesisOptions, child_environment, synthesize_command  # noqa: E402
+from Seg2MedLib.commands import DEFAULT_SAMPLER, DEFAULT_STEPS, DEVICES, SAMPLERS, SynthesisOptions, child_environment, synthesize_command  # noqa: E402
 from Seg2MedLib.process import ProcessRunner, RunEvent, RunState  # noqa: E402
 
 SEG_NAMES = ("segmentation.nii.gz", "segmentation.nii", "seg.nii.gz", "segmentation.seg.nrrd")
@@ -108,8 +108,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--input-dir", required=True, type=Path)
     p.add_argument("--output-dir", required=True, type=Path)
     p.add_argument("--model", default="demo_ct", help="bundle folder or model registry name (default demo_ct)")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--timeout", type=float, default=None, help="seconds per case before it is cancelled")

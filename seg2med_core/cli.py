@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from seg2med_core import __version__
 from seg2med_core.cli_common import Reporter, add_progress_argument, emit_json, make_reporter
+from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
 from seg2med_core.errors import Cancelled, Seg2MedError
 
 if TYPE_CHECKING:
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from seg2med_core.pipeline import SynthesisResult
     from seg2med_core.sampler import SamplerConfig
 
-#: Sampler steps when the user gives none: DDIM, fewer steps on the CPU so a 3 mm abdomen finishes in minutes.
-DEFAULT_STEPS = {"cuda": 50, "mps": 50, "cpu": 20}
 #: Soft-tissue window (W400/L40) for CT previews.
 CT_PREVIEW_WINDOW = (-160.0, 240.0)
 #: Modules that add their own subcommands (``add_subcommands(subparsers)``).
@@ -55,16 +54,19 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model bundle folder (metadata.json + model.safetensors) or registry name")
     p.add_argument(
         "--sampler",
-        choices=("ddim", "ddpm", "dpmpp_2m"),
-        default="ddim",
-        help="ddim (default, deterministic, few steps), ddpm (the paper's ancestral sampler) or dpmpp_2m",
+        choices=SAMPLER_KINDS,
+        default=DEFAULT_SAMPLER,
+        help=f"{DEFAULT_SAMPLER} (default: DPM-Solver++(2M), deterministic, few steps), ddim, or ddpm (the paper's ancestral sampler)",
     )
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: 50 on GPU, 20 on CPU; paper: 1000 DDPM)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS}; paper: 500-1000 DDPM)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume (default 0)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps; a comma list (cuda:0,cuda:1) splits the slices over the devices")
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: what fits the device memory)")
-    p.add_argument("--no-fast", action="store_true", help="GPU: disable the bf16/channels-last/SDPA fast path")
-    p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (slow first batch)")
+    p.add_argument("--no-fast", action="store_true", help="disable the fast path (SDPA, channels_last, bf16 where native): MONAI's plain fp32")
+    p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (first run compiles for about 40 s; cached on disk)")
+    p.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
+                   help="torch.compile mode with --compile; reduce-overhead adds CUDA graphs")
 
 
 def _read_seg(args: argparse.Namespace) -> "Segmentation":
@@ -105,10 +107,10 @@ def parse_sequence(text: str | None) -> "str | MRSequence | None":
     return custom_sequence(tr, te, flip)
 
 
-def _sampler_config(args: argparse.Namespace, device: "torch.device") -> "SamplerConfig":
+def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
     from seg2med_core.sampler import SamplerConfig
 
-    steps = args.steps if args.steps is not None else DEFAULT_STEPS.get(device.type, 20)
+    steps = args.steps
     if steps < 1:
         raise Seg2MedError(f"--steps must be at least 1, got {steps}")
     if args.seed is not None and args.seed < 0:
@@ -122,6 +124,7 @@ def _sampler_config(args: argparse.Namespace, device: "torch.device") -> "Sample
         batch_size=args.batch_size,
         fast=not args.no_fast,
         compile=args.compile,
+        compile_mode=None if args.compile_mode == "default" else args.compile_mode,
     )
 
 
@@ -180,13 +183,14 @@ def cmd_prior(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace, reporter: Reporter) -> tuple[Any, Any]:
-    from seg2med_core.device import pick_device
-    from seg2med_core.registry import resolve_bundle_path
+    """The bundle on the first ``--device``, and the device (a list when several were given)."""
     from seg2med_core.bundle import load_bundle
+    from seg2med_core.registry import resolve_bundle_path
+    from seg2med_core.sharding import parse_devices
 
-    device = pick_device(args.device)
+    devices = parse_devices(args.device)
     path = resolve_bundle_path(args.model, progress=reporter.progress)
-    return load_bundle(path, device=device), device
+    return load_bundle(path, device=devices[0]), (devices if len(devices) > 1 else devices[0])
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -209,7 +213,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     image_modality = args.image_modality or _seg_modality(seg)
     if metrics_path is not None and image_modality != modality:
         raise Seg2MedError(f"--metrics needs a real {modality.upper()} --image; '{args.image}' is {image_modality.upper()}")
-    config = _sampler_config(args, device)
+    config = _sampler_config(args)
     try:
         result = synthesize(
             seg,
@@ -283,7 +287,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     image = _read_image_matching(args.image, seg, args.seg)
     bundle, device = _load_model(args, reporter)
     check_modality(bundle, args.to)
-    config = _sampler_config(args, device)
+    config = _sampler_config(args)
     source = _seg_modality(seg)
     try:
         result, report = convert(

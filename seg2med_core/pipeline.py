@@ -9,7 +9,7 @@ callers write the results only after every computation has succeeded.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from seg2med_core.preprocess import (
 )
 from seg2med_core.prior import normalise_prior, prior_image
 from seg2med_core.sampler import SamplerConfig, predict_regression, sample_slices
+from seg2med_core.sharding import as_device_list, describe_devices
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -151,7 +152,7 @@ def synthesize(
     image_modality: str | None = None,
     body: np.ndarray | None = None,
     sampler: SamplerConfig | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | Sequence[torch.device | str] = "cpu",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -163,7 +164,8 @@ def synthesize(
     has the bundle's modality (``image_modality``, default: the segmentation's), the reference for
     ``metrics`` (SSIM/PSNR/MAE/HistCC inside the body). ``body`` overrides the contour (bool array in the
     segmentation's (z, y, x) order). ``info`` receives human-readable lines (plan, time estimate).
-    Only slices that contain body are sampled; the rest stay background.
+    Only slices that contain body are sampled; the rest stay background. ``device`` may be a list of
+    devices: the slices are split over them (same result as on one device, see :mod:`seg2med_core.sharding`).
     """
     meta = bundle.metadata
     modality = meta.modality
@@ -195,12 +197,13 @@ def synthesize(
         if info is not None:
             what = "regression" if meta.model_kind == "regression" else f"{config.kind}, {config.steps} steps"
             info(
-                f"model '{meta.name}' ({modality.upper()}, {what}) on {device}: {n_keep} of {grid.n_slices} slices "
+                f"model '{meta.name}' ({modality.upper()}, {what}) on {describe_devices(device)}: {n_keep} of {grid.n_slices} slices "
                 f"contain body, {meta.image_size}x{meta.image_size} px at {meta.spacing_xy:g} mm"
             )
         timed, elapsed = _timed_progress(progress, info, n_keep, steps)
         if meta.model_kind == "regression":
-            generated = predict_regression(bundle.network, prior_stack[keep], config, device, progress=timed, cancel=cancel)
+            first = as_device_list(device)[0]  # one pass per slice: not worth sharding
+            generated = predict_regression(bundle.network, prior_stack[keep], config, first, progress=timed, cancel=cancel)
         else:
             generated = sample_slices(
                 bundle.network,
@@ -258,7 +261,7 @@ def convert(
     bundle: Bundle,
     *,
     sampler: SamplerConfig | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | Sequence[torch.device | str] = "cpu",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,

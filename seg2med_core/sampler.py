@@ -22,16 +22,18 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
 from seg2med_core.device import auto_batch_size
 from seg2med_core.dpm_solver import DPMSolverPP2M
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.fast import FastOptions, prepared, takes_timesteps
 from seg2med_core.network import build_scheduler
 
+__all__ = ["SAMPLER_KINDS", "SamplerConfig", "sample_slices", "predict_regression", "denoise"]
+
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
 
-SAMPLER_KINDS: tuple[str, ...] = ("ddpm", "ddim", "dpmpp_2m")
 #: Tolerance for priors slightly outside [0, 1] (interpolation overshoot); they are clipped.
 _RANGE_TOLERANCE = 1e-3
 _NOISE_STREAM, _STEP_STREAM = 0, 1
@@ -44,14 +46,16 @@ class SamplerConfig:
     ``kind``: ``"ddpm"`` (the paper: MONAI's DDPM scheduler, ancestral, ``steps`` ≤ training steps;
     with fewer steps than training steps MONAI's DDPM step still uses the one-step posterior, as in
     the paper's 500-step sampling), ``"ddim"`` (deterministic for ``eta=0``; ``eta=1`` is strided
-    ancestral DDPM) or ``"dpmpp_2m"`` (DPM-Solver++(2M), deterministic, good at 15–30 steps).
+    ancestral DDPM) or ``"dpmpp_2m"`` (DPM-Solver++(2M), deterministic, good at 10–30 steps; the
+    default, see :mod:`seg2med_core.defaults`).
     ``seed=None`` draws a random seed. ``batch_size=None`` measures what fits (see
-    :func:`seg2med_core.device.auto_batch_size`). ``fast``: SDPA + bf16 + channels_last on CUDA
-    (SDPA only elsewhere); ``compile``: ``torch.compile`` the network (CUDA; slow first batch).
+    :func:`seg2med_core.device.auto_batch_size`). ``fast``: the levers of
+    :meth:`seg2med_core.fast.FastOptions.for_device` (SDPA + channels_last everywhere but MPS, bf16 on
+    CUDA and on CPUs with native bf16); ``compile``: ``torch.compile`` the network (slow first batch).
     """
 
-    kind: str = "ddim"
-    steps: int = 50
+    kind: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
     seed: int | None = None
     batch_size: int | None = None
     fast: bool = True
@@ -193,7 +197,7 @@ def sample_slices(
     scheduler_config: dict[str, Any] | None,
     priors: np.ndarray,
     config: SamplerConfig,
-    device: torch.device | str,
+    device: torch.device | str | Sequence[torch.device | str],
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     *,
@@ -202,12 +206,23 @@ def sample_slices(
 ) -> np.ndarray:
     """Sample one synthetic slice per prior with a conditional diffusion network.
 
+    ``device`` may be a list of devices: the slices are then split over them
+    (:func:`seg2med_core.sharding.sample_sharded`), with the same result as on one device.
+
     ``priors``: ``(N, H, W)`` in [0, 1]; the network sees ``[noisy image, prior]`` in [-1, 1].
     Returns ``(N, H, W)`` float32 in [0, 1]. ``slice_indices`` (default ``0..N-1``) name the slices
     for seeding, so a sub-selection of a volume's slices gets the same noise as the full volume.
     ``options`` overrides the fast-path levers chosen from ``config`` (benchmarks use this).
     Progress is reported once per denoising step per batch; ``cancel`` is checked before each step.
     """
+    if not isinstance(device, (str, torch.device)):
+        from seg2med_core.sharding import as_device_list, sample_sharded
+
+        devices = as_device_list(device)
+        if len(devices) > 1:
+            return sample_sharded(network, scheduler_config, priors, config, devices, progress, cancel,
+                                  slice_indices=slice_indices, options=options)
+        device = devices[0]
     arr = _check_priors(priors)
     n, height, width = arr.shape
     indices = list(range(n)) if slice_indices is None else [int(i) for i in slice_indices]

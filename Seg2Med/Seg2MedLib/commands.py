@@ -13,7 +13,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
+#: Mirrors ``seg2med_core.defaults`` (this package must not import seg2med_core; a test checks they agree).
+SAMPLERS = ("dpmpp_2m", "ddim", "ddpm")
+DEFAULT_SAMPLER = "dpmpp_2m"
+DEFAULT_STEPS = 20
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODALITIES = ("ct", "mr")
 
@@ -70,8 +73,8 @@ def _core(*args: str) -> list[str]:
 class SynthesisOptions:
     """What the user picked for one synthesis; validated by :meth:`validate` before a process starts."""
 
-    steps: int = 50
-    sampler: str = "ddim"
+    steps: int = DEFAULT_STEPS
+    sampler: str = DEFAULT_SAMPLER
     seed: int | None = 0
     device: str = "auto"
 

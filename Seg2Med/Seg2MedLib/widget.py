@@ -140,8 +140,8 @@ class Seg2MedController:
         return self.ui.sequenceComboBox.currentText if self.targetModality() == "mr" else None
 
     def options(self) -> SynthesisOptions:
-        return SynthesisOptions(steps=self.ui.stepsSpinBox.value, sampler=self.ui.samplerComboBox.currentText,
-                                seed=self.ui.seedSpinBox.value, device=self.ui.deviceComboBox.currentText)
+        p = self.parameterNode()
+        return SynthesisOptions(steps=p.steps, sampler=p.sampler, seed=p.seed, device=self.ui.deviceComboBox.currentText)
 
     def refreshModels(self) -> None:
         """Registry models of the target modality (and, for MR, of the chosen sequence or sequence-agnostic)."""

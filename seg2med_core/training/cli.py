@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from seg2med_core.cli_common import SilentReporter, add_progress_argument, make_reporter
+from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
 from seg2med_core.errors import Cancelled, Seg2MedError
 
-DEFAULT_EVAL_STEPS = {"cuda": 50, "mps": 50, "cpu": 20}
 
 
 # ------------------------------------------------------------------------------------------ arguments
@@ -67,8 +67,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="evaluation folder")
     p.add_argument("--split", default="auto", help="which CSV split to evaluate: auto (test, else val, else all), all, train, val, test")
     p.add_argument("--slices", default=None, help="START:STOP canonical axial slices to evaluate (e.g. a training hold-out)")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp_2m"), default="ddim")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 50 on GPU, 20 on CPU)")
+    p.add_argument("--sampler", choices=SAMPLER_KINDS, default=DEFAULT_SAMPLER)
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=None)
@@ -250,7 +250,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     settings: dict[str, Any] = {"split": args.split, "slices": args.slices}
     if args.model:
-        steps = args.steps if args.steps is not None else DEFAULT_EVAL_STEPS.get(device.type, 20)
+        steps = args.steps
+        if steps < 1:
+            raise Seg2MedError(f"--steps must be at least 1, got {steps}")
         sampler = SamplerConfig(kind=args.sampler, steps=steps, seed=args.seed, batch_size=args.batch_size)
         method = load_bundle_method(args.model, sampler, device, args.tissue_table)
         if args.modality and args.modality != method.modality:

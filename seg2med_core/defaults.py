@@ -1,0 +1,15 @@
+"""Sampling defaults shared by the command line, the demo, evaluation and the Slicer module (no torch import).
+
+DPM-Solver++(2M) with 20 steps: with the shipped demo CT model it is 2.2 HU (mean, inside the body) from
+a seed-matched 1000-step DDPM sample, where DDIM needs 50 steps for 1.9 HU and 20 steps give 2.8 HU
+(``benchmarks/results/cpu-2026-11-26-demo-ct-*.json``). The paper samples 500–1000 DDPM steps.
+"""
+
+from __future__ import annotations
+
+#: Samplers ``SamplerConfig.kind`` accepts.
+SAMPLER_KINDS: tuple[str, ...] = ("dpmpp_2m", "ddim", "ddpm")
+#: Sampler used when none is given.
+DEFAULT_SAMPLER = "dpmpp_2m"
+#: Denoising steps used when none are given (every device).
+DEFAULT_STEPS = 20
