@@ -163,3 +163,27 @@ def test_predict_regression_scaling_and_progress(priors: np.ndarray) -> None:
         predict_regression(torch.nn.Conv2d(2, 1, 1), priors, SamplerConfig(), "cpu")
     with pytest.raises(Cancelled):
         predict_regression(identity, priors, SamplerConfig(batch_size=2), "cpu", cancel=lambda: True)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "logsnr"])
+def test_dpm_solver_spacings_reproduce_the_data_distribution(spacing: str) -> None:
+    oracle = GaussianOracle(0.2, 0.1)
+    config = SamplerConfig(kind="dpmpp_2m", steps=20, seed=1, batch_size=4, spacing=spacing)
+    out = sample_slices(oracle, None, np.zeros((4, 32, 32), np.float32), config, "cpu") * 2 - 1
+    assert abs(out.mean() - 0.2) < 0.01 and abs(out.std() - 0.1) < 0.012, (out.mean(), out.std())
+
+
+def test_dpm_solver_timesteps_per_spacing() -> None:
+    from seg2med_core.dpm_solver import DPMSolverPP2M
+
+    def timesteps(spacing: str, n: int) -> list[int]:
+        solver = DPMSolverPP2M(ALPHAS_CUMPROD, spacing=spacing)
+        solver.set_timesteps(n)
+        return solver.timesteps.tolist()
+
+    assert timesteps("linspace", 5) == [999, 749, 500, 250, 0]
+    logsnr = timesteps("logsnr", 5)
+    assert logsnr[0] == 999 and logsnr == sorted(logsnr, reverse=True) and len(set(logsnr)) == 5 and logsnr[-1] > 0
+    for bad in ("cosine", "trailing"):
+        with pytest.raises(Seg2MedError, match=f"'{bad}'"):
+            SamplerConfig(spacing=bad)

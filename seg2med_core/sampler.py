@@ -24,7 +24,7 @@ import torch
 
 from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
 from seg2med_core.device import auto_batch_size
-from seg2med_core.dpm_solver import DPMSolverPP2M
+from seg2med_core.dpm_solver import SPACINGS, DPMSolverPP2M
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.fast import FastOptions, prepared, takes_timesteps
 from seg2med_core.network import build_scheduler
@@ -62,6 +62,7 @@ class SamplerConfig:
     compile: bool = False
     eta: float = 0.0
     compile_mode: str | None = None
+    spacing: str = "linspace"  # DPM-Solver++ timestep spacing (seg2med_core.dpm_solver.SPACINGS)
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLER_KINDS:
@@ -72,6 +73,8 @@ class SamplerConfig:
             raise Seg2MedError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
             raise Seg2MedError(f"batch size must be a positive integer, got {self.batch_size!r}")
+        if self.spacing not in SPACINGS:
+            raise Seg2MedError(f"timestep spacing {self.spacing!r} must be one of {', '.join(SPACINGS)}")
         if not 0.0 <= self.eta <= 1.0:
             raise Seg2MedError(f"DDIM eta must be in [0, 1], got {self.eta}")
 
@@ -147,7 +150,8 @@ def make_stepper(scheduler_config: dict[str, Any] | None, config: SamplerConfig)
     scheduler = build_scheduler(scheduler_config or None, kind)
     if config.kind == "dpmpp_2m":
         clip = (float(getattr(scheduler, "clip_sample_values", [-1.0, 1.0])[0]), float(scheduler.clip_sample_values[1]))
-        solver = DPMSolverPP2M(scheduler.alphas_cumprod, scheduler.prediction_type, scheduler.clip_sample, clip)
+        solver = DPMSolverPP2M(scheduler.alphas_cumprod, scheduler.prediction_type, scheduler.clip_sample, clip,
+                               spacing=config.spacing)
         solver.set_timesteps(config.steps)
         return _DPMStepper(solver)
     try:
