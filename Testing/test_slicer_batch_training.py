@@ -72,6 +72,20 @@ def test_batch_run_writes_outputs_and_csv(tmp_path: Path, monkeypatch: pytest.Mo
     assert seg2med_batch.main(["--input-dir", str(tmp_path / "missing"), "--output-dir", str(tmp_path / "o")]) == 2
 
 
+def test_batch_checks_the_device_before_any_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from Seg2MedLib.commands import check_device
+
+    for good in ("auto", "cpu", "cuda", "cuda:1", "mps", "cuda:0,cuda:1", "cuda:0, cuda:2"):
+        check_device(good)
+    for bad in ("tpu", "cpu,cuda", "cuda:0,cuda:0", "cuda:x", ""):
+        with pytest.raises(ValueError, match="is not one of"):
+            check_device(bad)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.nii.gz").write_text("x", encoding="utf-8")
+    code = seg2med_batch.main(["--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "o"), "--device", "tpu"])
+    assert code == 2 and "device 'tpu'" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_training_export_curve_resume_and_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from Seg2MedTrainingLib.logic import SEG_FILE, TrainingLogic
 

@@ -114,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                    "mae_vs_real": None if real is None else float(np.abs(out - real)[bodies].mean() * scale),
                    "texture_vs_reference": texture(out, bodies) / tex_ref}
             rows.append(row)
-            real_text = "-" if row["mae_vs_real"] is None else f"{row['mae_vs_real']:.2f}"
-            print(f"{spacing:9s} {steps:5d} {row['mae_vs_reference']:10.2f} {real_text:>11s} {row['texture_vs_reference']:8.3f}",
-                  flush=True)
+            digits = 2 if unit == "HU" else 4  # MR in model units [0, 1]
+            real_text = "-" if row["mae_vs_real"] is None else f"{row['mae_vs_real']:.{digits}f}"
+            print(f"{spacing:9s} {steps:5d} {row['mae_vs_reference']:10.{digits}f} {real_text:>11s} "
+                  f"{row['texture_vs_reference']:8.3f}", flush=True)
     result = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "card": card_name(device),
               "torch": torch.__version__, "model": args.model, "seg": args.seg, "image": args.image, "unit": unit,
               "slices": len(priors), "reference": {"sampler": "ddpm", "steps": args.reference_steps, "variant": "plain-fp32"},

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Seg2Med"))
 
-from Seg2MedLib.commands import DEFAULT_SAMPLER, DEFAULT_STEPS, DEVICES, SAMPLERS, SynthesisOptions, child_environment, synthesize_command  # noqa: E402
+from Seg2MedLib.commands import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS, SynthesisOptions, child_environment, synthesize_command  # noqa: E402
 from Seg2MedLib.process import ProcessRunner, RunEvent, RunState  # noqa: E402
 
 SEG_NAMES = ("segmentation.nii.gz", "segmentation.nii", "seg.nii.gz", "segmentation.seg.nrrd")
@@ -111,7 +111,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps, or cuda:0,cuda:1 to split each case over GPUs")
     p.add_argument("--timeout", type=float, default=None, help="seconds per case before it is cancelled")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
@@ -120,6 +120,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        SynthesisOptions(steps=args.steps, sampler=args.sampler, seed=args.seed, device=args.device).validate()
         cases = find_cases(args.input_dir)
     except ValueError as exc:
         print(f"seg2med: error: {exc}", file=sys.stderr)

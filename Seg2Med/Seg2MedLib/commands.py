@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,18 @@ SAMPLERS = ("dpmpp_2m", "ddim", "ddpm")
 DEFAULT_SAMPLER = "dpmpp_2m"
 DEFAULT_STEPS = 20
 DEVICES = ("auto", "cpu", "cuda", "mps")
+_GPU = re.compile(r"cuda(:\d+)?")
+
+
+def check_device(text: str) -> None:
+    """Raise ``ValueError`` unless ``text`` is one of :data:`DEVICES`, ``cuda:N``, or a comma list of CUDA
+    devices (``cuda:0,cuda:1``: the slices are split over the GPUs)."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) == 1 and (parts[0] in DEVICES or _GPU.fullmatch(parts[0])):
+        return
+    if len(parts) > 1 and all(_GPU.fullmatch(p) for p in parts) and len(set(parts)) == len(parts):
+        return
+    raise ValueError(f"device {text!r} is not one of {', '.join(DEVICES)}, cuda:N or a list such as cuda:0,cuda:1")
 MODALITIES = ("ct", "mr")
 
 
@@ -81,8 +94,7 @@ class SynthesisOptions:
     def validate(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        check_device(self.device)
         if not 1 <= int(self.steps) <= 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
         if self.seed is not None and int(self.seed) < 0:
@@ -144,8 +156,7 @@ class TrainingOptions:
     def validate(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality {self.modality!r} is not one of {', '.join(MODALITIES)}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        check_device(self.device)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.image_size < 16 or self.image_size % 16:
