@@ -224,3 +224,61 @@ def test_compile_uses_a_persistent_cache_folder(tiny: torch.nn.Module, monkeypat
     assert expected.is_dir() and fast.os.environ[fast.COMPILE_CACHE_ENV] == str(expected)
     monkeypatch.setenv(fast.COMPILE_CACHE_ENV, str(tmp_path / "mine"))  # the user's choice wins
     assert fast.use_persistent_compile_cache() == tmp_path / "mine" and (tmp_path / "mine").is_dir()
+
+
+def test_automatic_compilation_only_on_cuda_for_big_volumes() -> None:
+    from seg2med_core.sampler import AUTO_COMPILE_WORK
+
+    auto = SamplerConfig()  # compile=None: automatic
+    assert auto.compile is None
+    assert not auto.fast_options("cpu", work=10 * AUTO_COMPILE_WORK).compile  # never on the CPU
+    assert not SamplerConfig(compile=False).fast_options("cpu").compile
+    assert SamplerConfig(compile=True).fast_options("cpu").compile  # asked for explicitly
+    if torch.cuda.is_available():
+        assert auto.fast_options("cuda", work=AUTO_COMPILE_WORK).compile
+        assert not auto.fast_options("cuda", work=AUTO_COMPILE_WORK - 1).compile
+        assert not auto.fast_options("cuda").compile  # unknown amount of work
+        assert not SamplerConfig(fast=False).fast_options("cuda", work=1e9).compile
+
+
+def test_a_failing_compiler_falls_back_to_eager(tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._dynamo.exc import Unsupported
+
+    class BrokenCompiled(torch.nn.Module):  # what torch.compile returns where no compiler works
+        def forward(self, *args: object) -> torch.Tensor:
+            raise Unsupported("no working C++ compiler or Triton found")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: BrokenCompiled())
+    x, t = _inputs()
+    plain = _run(tiny, FastOptions())
+    with pytest.warns(RuntimeWarning, match="torch.compile failed .*no working C\\+\\+ compiler"):
+        with prepared(tiny, "cpu", FastOptions(compile=True)) as predict:
+            first, second = predict(x, t), predict(x, t)
+    torch.testing.assert_close(first, plain)  # the eager network, same function
+    torch.testing.assert_close(second, plain)
+
+    class OutOfMemory(torch.nn.Module):  # errors of the computation itself are not swallowed
+        def forward(self, *args: object) -> torch.Tensor:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: OutOfMemory())
+    with pytest.raises(torch.OutOfMemoryError), prepared(tiny, "cpu", FastOptions(compile=True)) as predict:
+        predict(x, t)
+
+
+def test_compiled_sampling_pads_the_last_batch_without_changing_results(tiny: torch.nn.Module,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    def fake_compile(module: torch.nn.Module, **kw: object):  # records shapes instead of compiling
+        def run(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            shapes.append(tuple(x.shape))
+            return module(x, t)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    priors = np.random.default_rng(2).random((5, 16, 16), dtype=np.float32)
+    plain = sample_slices(tiny, None, priors, SamplerConfig(steps=2, seed=1, batch_size=3, compile=False), "cpu")
+    compiled = sample_slices(tiny, None, priors, SamplerConfig(steps=2, seed=1, batch_size=3, compile=True), "cpu")
+    assert set(shapes) == {(3, 2, 16, 16)}  # one shape only: the last batch of 2 was padded to 3
+    np.testing.assert_allclose(compiled, plain, atol=1e-6)

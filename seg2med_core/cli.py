@@ -64,7 +64,11 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps; a comma list (cuda:0,cuda:1) splits the slices over the devices")
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: what fits the device memory)")
     p.add_argument("--no-fast", action="store_true", help="disable the fast path (SDPA, channels_last, bf16 where native): MONAI's plain fp32")
-    p.add_argument("--compile", action="store_true", help="GPU: torch.compile the network (first run compiles for about 40 s; cached on disk)")
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument("--compile", dest="compile", action="store_true", default=None,
+                           help="torch.compile the network (default: automatic on GPU for volumes big enough to pay "
+                                "for the ~40 s first compilation, which is cached on disk)")
+    compiling.add_argument("--no-compile", dest="compile", action="store_false", help="never torch.compile")
     p.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                    help="torch.compile mode with --compile; reduce-overhead adds CUDA graphs")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -155,6 +156,14 @@ def use_persistent_compile_cache() -> Path:
     return folder
 
 
+def is_compile_error(exc: BaseException) -> bool:
+    """True for errors of ``torch.compile`` itself (dynamo/inductor, e.g. no Triton or C++ compiler), not of
+    the computation (out of memory, shape errors), which must surface as they would without compiling."""
+    from torch._dynamo.exc import TorchDynamoException  # imported only when needed: it costs about a second
+
+    return isinstance(exc, TorchDynamoException)
+
+
 def attention_blocks(network: torch.nn.Module) -> list[SABlock]:
     """MONAI self-attention blocks inside ``network`` (the ones SDPA can replace)."""
     return [m for m in network.modules() if isinstance(m, SABlock)]
@@ -195,28 +204,39 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
     sdpa_previous = set_sdpa(network, True) if options.sdpa else {}
     if options.channels_last:
         network.to(memory_format=torch.channels_last)
-    module: Any = network
+    # state["module"] is the compiled network until its first call fails to compile, then the eager one
+    state: dict[str, Any] = {"module": network, "compiled": False}
     if options.compile:
         use_persistent_compile_cache()
-        module = torch.compile(network, mode=options.compile_mode, dynamic=False)
+        state.update(module=torch.compile(network, mode=options.compile_mode, dynamic=False), compiled=True, fresh=True)
     takes_t = takes_timesteps(network)
-    cuda_graphs = options.compile and options.compile_mode == "reduce-overhead" and device.type == "cuda"
     autocast_dtype = AUTOCAST_DTYPES[options.autocast] if options.autocast else None
+
+    def forward(x: torch.Tensor, timesteps: torch.Tensor | None) -> torch.Tensor:
+        cuda_graphs = state["compiled"] and options.compile_mode == "reduce-overhead" and device.type == "cuda"
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        ctx = torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            out = state["module"](x, timesteps) if takes_t else state["module"](x)
+        # CUDA-graph outputs live in static buffers that the next replay overwrites: copy them out
+        return out.float().clone() if cuda_graphs else out.float().contiguous()
 
     def predict(x: torch.Tensor, timesteps: torch.Tensor | None = None) -> torch.Tensor:
         if options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        ctx = (
-            torch.autocast(device_type=device.type, dtype=autocast_dtype)
-            if autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with torch.inference_mode(), ctx:
-            out = module(x, timesteps) if takes_t else module(x)
-        # CUDA-graph outputs live in static buffers that the next replay overwrites: copy them out
-        return out.float().clone() if cuda_graphs else out.float().contiguous()
+        if not state.pop("fresh", False):
+            return forward(x, timesteps)
+        try:  # the first call compiles: a compiler that cannot work here (no Triton, no C++ compiler) is not fatal
+            return forward(x, timesteps)
+        except Exception as exc:
+            if not is_compile_error(exc):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            warnings.warn(f"torch.compile failed ({first}); sampling continues without compilation", RuntimeWarning,
+                          stacklevel=2)
+            state.update(module=network, compiled=False)
+            return forward(x, timesteps)
 
     try:
         yield predict
