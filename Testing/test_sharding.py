@@ -131,3 +131,16 @@ def test_pipeline_and_cli_accept_a_device_list(synthetic_case: dict[str, Path], 
     capsys.readouterr()
     assert rc == 0
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out))), sitk.GetArrayFromImage(one.image))
+
+
+def test_sharded_runs_do_not_compile_automatically_and_refuse_cuda_graphs(tiny: torch.nn.Module, priors: np.ndarray,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[int] = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append(1) or module)
+    sample_slices(tiny, None, priors, SamplerConfig(steps=1, seed=0, batch_size=4), ["cpu", "cpu"])
+    assert compiled == []  # automatic compilation is off when sharding
+    sample_slices(tiny, None, priors, SamplerConfig(steps=1, seed=0, batch_size=4, compile=True), ["cpu", "cpu"])
+    assert compiled == [1, 1]  # asked for: each shard compiles its copy (one at a time)
+    with pytest.raises(Seg2MedError, match="'reduce-overhead'.*several devices"):
+        sample_slices(tiny, None, priors, SamplerConfig(steps=1, seed=0, compile=True, compile_mode="reduce-overhead"),
+                      ["cpu", "cpu"])

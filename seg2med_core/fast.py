@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -46,6 +47,8 @@ AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch
 CPU_BF16_ENV = "SEG2MED_CPU_BF16"
 #: PyTorch inductor's cache folder variable; seg2med sets it (when unset) before compiling.
 COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+#: Held during a first (compiling) call, so threads (one per device, see ``sharding``) compile one at a time.
+_COMPILE_LOCK = threading.Lock()
 
 Predictor = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -228,7 +231,8 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
         if not state.pop("fresh", False):
             return forward(x, timesteps)
         try:  # the first call compiles: a compiler that cannot work here (no Triton, no C++ compiler) is not fatal
-            return forward(x, timesteps)
+            with _COMPILE_LOCK:
+                return forward(x, timesteps)
         except Exception as exc:
             if not is_compile_error(exc):
                 raise

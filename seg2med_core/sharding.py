@@ -87,6 +87,14 @@ def sample_sharded(
                              slice_indices=indices, options=options)
     if config.seed is None:  # one seed for all shards, or they would not form one volume
         config = replace(config, seed=secrets.randbits(63))
+    # torch.compile in several threads at once is not something PyTorch promises to support: no automatic
+    # compilation here; an explicit one compiles one shard at a time (fast.prepared) and never with CUDA graphs
+    if config.compile is None:
+        config = replace(config, compile=False)
+    compile_mode = options.compile_mode if options is not None and options.compile else config.compile_mode
+    if (config.compile or (options is not None and options.compile)) and compile_mode == "reduce-overhead":
+        raise Seg2MedError("compile mode 'reduce-overhead' (CUDA graphs) cannot be used with several devices; "
+                           "use the default compile mode or one device")
     networks = [network.to(targets[0])] + [copy.deepcopy(network).to(d) for d in targets[1 : len(shares)]]
     lock = threading.Lock()
     done, totals = [0] * len(shares), [0] * len(shares)
