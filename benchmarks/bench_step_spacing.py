@@ -75,10 +75,42 @@ def texture(a: np.ndarray, bodies: np.ndarray) -> float:
     return float(np.mean([np.abs(ndimage.laplace(a[k].astype(np.float64)))[bodies[k]].mean() for k in range(len(a))]))
 
 
+def plot(result: dict[str, Any], path: Path) -> None:
+    """MAE vs the DDPM reference (left) and texture ratio (right) against steps, one line per spacing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for spacing in dict.fromkeys(r["spacing"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["spacing"] == spacing]
+        steps = [r["steps"] for r in rows]
+        left.plot(steps, [r["mae_vs_reference"] for r in rows], "o-", label=spacing)
+        right.plot(steps, [r["texture_vs_reference"] for r in rows], "o-", label=spacing)
+    if result["unit"] == "HU":
+        left.axhline(5.0, color="grey", ls="--", lw=1, label="issue 6 target (5 HU)")
+    left.set(xscale="log", xlabel="DPM-Solver++ steps", ylabel=f"MAE vs {result['reference']['steps']}-step DDPM ({result['unit']})",
+             title="distance to the paper's sampler (inside the body)")
+    right.axhline(1.0, color="grey", ls="--", lw=1)
+    right.set(xscale="log", xlabel="DPM-Solver++ steps", ylabel="texture / reference texture (mean |Laplacian|)",
+              title="fine detail kept")
+    for ax in (left, right):
+        ax.set_xticks(sorted({r["steps"] for r in result["rows"]}), labels=[str(s) for s in sorted({r["steps"] for r in result["rows"]})])
+        ax.legend()
+    fig.suptitle(f"{Path(str(result['model'])).name}: {result['slices']} slices, {result['card']}, {result['date'][:10]}")
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="trained diffusion bundle folder")
-    p.add_argument("--seg", required=True, help="segmentation for real priors")
+    p.add_argument("--from-json", default=None, help="only redraw --plot from an earlier result JSON")
+    p.add_argument("--plot", default=None, help="PNG with MAE and texture against steps")
+    p.add_argument("--model", help="trained diffusion bundle folder")
+    p.add_argument("--seg", help="segmentation for real priors")
     p.add_argument("--image", default=None, help="the real image of --seg (adds MAE vs the real image)")
     p.add_argument("--slices", type=int, default=4, help="slices with the most body to sample")
     p.add_argument("--steps", default="3,4,5,6,8,10,20", help="comma list of step counts")
@@ -89,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="result JSON")
     args = p.parse_args(argv)
+    if args.from_json:
+        if not args.plot:
+            p.error("--from-json needs --plot")
+        plot(json.loads(Path(args.from_json).read_text(encoding="utf-8")), Path(args.plot))
+        print(f"# wrote {args.plot}")
+        return 0
+    if not args.model or not args.seg:
+        p.error("--model and --seg are required (unless --from-json)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -128,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         tmp.replace(out_path)
         print(f"# wrote {out_path}")
+    if args.plot:
+        plot(result, Path(args.plot))
+        print(f"# wrote {args.plot}")
     return 0
 
 

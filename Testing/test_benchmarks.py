@@ -1,0 +1,48 @@
+"""The benchmark scripts run end to end (tiny settings) and write what their READMEs promise.
+
+Timings are never asserted: only that every section is there and the numbers are numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_sampling_cpu_mode_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--cpu", "--size", "32", "--batch-sizes", "2",
+         "--timing-steps", "1", "--fast-steps", "2", "--reference-steps", "10", "--volume-slices", "4",
+         "--budget-s", "60", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    variants = {r["variant"] for r in result["timings"] if "ms_per_slice_step" in r}
+    assert {"plain-fp32", "sdpa"} <= variants
+    assert result["volume_estimate"]["extrapolated"] and result["volume_estimate"]["fast"][0]["steps"] == 2
+    measured = result["volume_measured"]
+    assert measured["measured"] and measured["slices"] == 4 and measured["seconds"] > 0
+    quality = result["quality"]
+    assert not quality["meaningful"] and "meaningless" in quality["note"]
+    assert any(k.startswith("mae_vs_reference") for c in quality["comparisons"] for k in c)
+    assert "quality vs plain DDPM 10 steps" in proc.stdout
+
+
+def test_bench_step_spacing_redraws_its_plot(tmp_path: Path) -> None:
+    rows = [{"spacing": s, "steps": n, "mae_vs_reference": 3.0 / n, "mae_vs_real": 30.0, "texture_vs_reference": 1.0}
+            for s in ("linspace", "logsnr") for n in (3, 10)]
+    result = {"date": "2026-11-26T00:00:00+00:00", "card": "cpu", "model": "models/demo_ct", "unit": "HU", "slices": 4,
+              "reference": {"steps": 1000}, "rows": rows}
+    src, png = tmp_path / "r.json", tmp_path / "r.png"
+    src.write_text(json.dumps(result), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step_spacing.py"), "--from-json", str(src),
+                           "--plot", str(png)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
