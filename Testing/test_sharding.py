@@ -21,7 +21,8 @@ from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.network import build_network
 from seg2med_core.pipeline import synthesize
 from seg2med_core.sampler import SamplerConfig, sample_slices
-from seg2med_core.sharding import parse_devices, shard_rows
+from seg2med_core.device import parse_devices
+from seg2med_core.sharding import shard_rows
 from tiny_models import TINY_ATTENTION
 
 

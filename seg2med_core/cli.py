@@ -187,14 +187,14 @@ def cmd_prior(args: argparse.Namespace) -> int:
 
 
 def _load_model(args: argparse.Namespace, reporter: Reporter) -> tuple[Any, Any]:
-    """The bundle on the first ``--device``, and the device (a list when several were given)."""
+    """The bundle on the first ``--device``, and the ``--device`` list (several devices share the slices)."""
     from seg2med_core.bundle import load_bundle
+    from seg2med_core.device import parse_devices
     from seg2med_core.registry import resolve_bundle_path
-    from seg2med_core.sharding import parse_devices
 
     devices = parse_devices(args.device)
     path = resolve_bundle_path(args.model, progress=reporter.progress)
-    return load_bundle(path, device=devices[0]), (devices if len(devices) > 1 else devices[0])
+    return load_bundle(path, device=devices[0]), devices
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
@@ -211,7 +211,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     reporter = make_reporter(args)
     seg = _read_seg(args)
     image = _read_image_matching(args.image, seg, args.seg) if args.image else None
-    bundle, device = _load_model(args, reporter)
+    bundle, devices = _load_model(args, reporter)
     check_compatible(seg, bundle)
     modality = bundle.metadata.modality
     image_modality = args.image_modality or _seg_modality(seg)
@@ -225,7 +225,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             image=image,
             image_modality=image_modality,
             sampler=config,
-            device=device,
+            device=devices,
             tissue_table=args.tissue_table,
             progress=reporter.progress,
             info=reporter.info,
@@ -289,7 +289,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     reporter = make_reporter(args)
     seg = _read_seg(args)
     image = _read_image_matching(args.image, seg, args.seg)
-    bundle, device = _load_model(args, reporter)
+    bundle, devices = _load_model(args, reporter)
     check_modality(bundle, args.to)
     config = _sampler_config(args)
     source = _seg_modality(seg)
@@ -300,7 +300,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             args.to,
             bundle,
             sampler=config,
-            device=device,
+            device=devices,
             tissue_table=args.tissue_table,
             progress=reporter.progress,
             info=reporter.info,

@@ -23,8 +23,6 @@ from seg2med_core.errors import Seg2MedError
 
 DEMO_CT_MODEL = "demo_ct"
 DEMO_MR_MODEL = "demo_mr"
-#: The package defaults (DPM-Solver++(2M), 20 steps): well under a minute on 2 cores with native bf16.
-DEMO_STEPS = DEFAULT_STEPS
 DEMO_REGIONS = ("abdomen", "pelvis", "abdomen-pelvis")
 #: Soft-tissue window (W400/L40) for the CT panels.
 CT_WINDOW = (-160.0, 240.0)
@@ -40,7 +38,7 @@ def add_subcommands(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed")
     p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS)
-    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"{DEFAULT_SAMPLER} steps (default {DEMO_STEPS})")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"{DEFAULT_SAMPLER} steps (default {DEFAULT_STEPS})")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--ct-model", default=DEMO_CT_MODEL, help="CT bundle folder or registry name")
     p.add_argument("--mr-model", default=DEMO_MR_MODEL, help="MR bundle folder or registry name ('none' to skip MR)")
@@ -85,7 +83,7 @@ def run_demo(
     *,
     seed: int = 0,
     region: str = "abdomen",
-    steps: int = DEMO_STEPS,
+    steps: int = DEFAULT_STEPS,
     device_name: str = "auto",
     ct_model: str | Path = DEMO_CT_MODEL,
     mr_model: str | Path | None = DEMO_MR_MODEL,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 
@@ -20,6 +21,8 @@ from seg2med_core.errors import Seg2MedError
 CPU_BATCH_SIZE = 4
 #: Fraction of the free GPU memory a batch may use (the rest is headroom for the allocator and others).
 SAFETY_FRACTION = 0.8
+#: One device, or several to split the slices over (see ``seg2med_core.sharding``).
+DeviceSpec = Union[torch.device, str, Sequence[Union[torch.device, str]]]
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -53,6 +56,38 @@ def pick_device(name: str = "auto") -> torch.device:
             raise Seg2MedError(f"device {name!r} requested but Apple MPS is not available")
         return device
     raise Seg2MedError(f"unsupported device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
+
+
+def parse_devices(text: str) -> list[torch.device]:
+    """``"cuda:0,cuda:1"`` → devices (each checked by :func:`pick_device`); ``"auto"``/``"cpu"`` → one device.
+
+    Raises :class:`Seg2MedError` naming the entry when one is unknown, unavailable or repeated.
+    """
+    names = [part.strip() for part in str(text).split(",") if part.strip()]
+    if not names:
+        raise Seg2MedError(f"device list {text!r} is empty (use e.g. auto, cpu, cuda:0 or cuda:0,cuda:1)")
+    devices = [pick_device(name) for name in names]
+    seen: set[str] = set()
+    for name, device in zip(names, devices):
+        if str(device) in seen and device.type != "cpu":
+            raise Seg2MedError(f"device {name!r} appears twice in {text!r}")
+        seen.add(str(device))
+    return devices
+
+
+def as_device_list(device: DeviceSpec) -> list[torch.device]:
+    """One device or a sequence of devices → a non-empty list of ``torch.device``."""
+    if isinstance(device, (str, torch.device)):
+        return [torch.device(device)]
+    devices = [torch.device(d) for d in device]
+    if not devices:
+        raise Seg2MedError("no device given")
+    return devices
+
+
+def describe_devices(device: DeviceSpec) -> str:
+    """``cuda:0`` or ``cuda:0,cuda:1`` for log lines."""
+    return ",".join(str(d) for d in as_device_list(device))
 
 
 def _mps_available() -> bool:

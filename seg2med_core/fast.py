@@ -77,25 +77,14 @@ class FastOptions:
         device = torch.device(device)
         if not fast:
             return cls(compile=compile, compile_mode=compile_mode)
+        autocast: str | None = None
         if device.type == "cuda":
             index = device.index if device.index is not None else torch.cuda.current_device()
-            bf16 = torch.cuda.get_device_capability(index)[0] >= 8
-            return cls(
-                sdpa=True,
-                autocast="bf16" if bf16 else "fp16",
-                channels_last=True,
-                compile=compile,
-                compile_mode=compile_mode,
-            )
-        if device.type == "cpu":
-            return cls(
-                sdpa=True,
-                autocast="bf16" if cpu_bf16_native() else None,
-                channels_last=True,
-                compile=compile,
-                compile_mode=compile_mode,
-            )
-        return cls(sdpa=True, compile=compile, compile_mode=compile_mode)
+            autocast = "bf16" if torch.cuda.get_device_capability(index)[0] >= 8 else "fp16"
+        elif device.type == "cpu" and cpu_bf16_native():
+            autocast = "bf16"
+        return cls(sdpa=True, autocast=autocast, channels_last=device.type in ("cuda", "cpu"), compile=compile,
+                   compile_mode=compile_mode)
 
     def describe(self) -> str:
         """Short label for logs and benchmark tables, e.g. ``sdpa+bf16+channels_last``."""
@@ -208,15 +197,15 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
     if options.channels_last:
         network.to(memory_format=torch.channels_last)
     # state["module"] is the compiled network until its first call fails to compile, then the eager one
-    state: dict[str, Any] = {"module": network, "compiled": False}
+    state: dict[str, Any] = {"module": network}
     if options.compile:
         use_persistent_compile_cache()
-        state.update(module=torch.compile(network, mode=options.compile_mode, dynamic=False), compiled=True, fresh=True)
+        state.update(module=torch.compile(network, mode=options.compile_mode, dynamic=False), fresh=True)
     takes_t = takes_timesteps(network)
     autocast_dtype = AUTOCAST_DTYPES[options.autocast] if options.autocast else None
 
     def forward(x: torch.Tensor, timesteps: torch.Tensor | None) -> torch.Tensor:
-        cuda_graphs = state["compiled"] and options.compile_mode == "reduce-overhead" and device.type == "cuda"
+        cuda_graphs = state["module"] is not network and options.compile_mode == "reduce-overhead" and device.type == "cuda"
         if cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         ctx = torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
@@ -239,7 +228,7 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             warnings.warn(f"torch.compile failed ({first}); sampling continues without compilation", RuntimeWarning,
                           stacklevel=2)
-            state.update(module=network, compiled=False)
+            state["module"] = network
             return forward(x, timesteps)
 
     try:

@@ -9,17 +9,17 @@ callers write the results only after every computation has succeeded.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from seg2med_core import labels as labels_mod
 from seg2med_core.bundle import Bundle, check_modality
+from seg2med_core.device import DeviceSpec, as_device_list, describe_devices
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.io import Segmentation, check_same_geometry
 from seg2med_core.preprocess import (
@@ -32,7 +32,6 @@ from seg2med_core.preprocess import (
 )
 from seg2med_core.prior import normalise_prior, prior_image
 from seg2med_core.sampler import SamplerConfig, predict_regression, sample_slices
-from seg2med_core.sharding import as_device_list, describe_devices
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -152,7 +151,7 @@ def synthesize(
     image_modality: str | None = None,
     body: np.ndarray | None = None,
     sampler: SamplerConfig | None = None,
-    device: torch.device | str | Sequence[torch.device | str] = "cpu",
+    device: DeviceSpec = "cpu",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -261,7 +260,7 @@ def convert(
     bundle: Bundle,
     *,
     sampler: SamplerConfig | None = None,
-    device: torch.device | str | Sequence[torch.device | str] = "cpu",
+    device: DeviceSpec = "cpu",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,

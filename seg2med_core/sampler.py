@@ -23,13 +23,11 @@ import numpy as np
 import torch
 
 from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
-from seg2med_core.device import auto_batch_size
+from seg2med_core.device import DeviceSpec, as_device_list, auto_batch_size
 from seg2med_core.dpm_solver import SPACINGS, DPMSolverPP2M
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.fast import FastOptions, prepared, takes_timesteps
 from seg2med_core.network import build_scheduler
-
-__all__ = ["SAMPLER_KINDS", "SamplerConfig", "sample_slices", "predict_regression", "denoise"]
 
 ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
@@ -186,6 +184,14 @@ def _check_priors(priors: np.ndarray) -> np.ndarray:
     return np.clip(arr.astype(np.float32, copy=False), 0.0, 1.0)
 
 
+def resolve_slice_indices(n: int, slice_indices: Sequence[int] | None) -> list[int]:
+    """``slice_indices`` as ints (default ``0..n-1``); an error when there is not one per prior."""
+    indices = list(range(n)) if slice_indices is None else [int(i) for i in slice_indices]
+    if len(indices) != n:
+        raise Seg2MedError(f"slice_indices has {len(indices)} entries for {n} priors")
+    return indices
+
+
 def _check_network_input(network: torch.nn.Module, expected: int, what: str) -> None:
     from seg2med_core.device import _in_channels
 
@@ -213,7 +219,7 @@ def sample_slices(
     scheduler_config: dict[str, Any] | None,
     priors: np.ndarray,
     config: SamplerConfig,
-    device: torch.device | str | Sequence[torch.device | str],
+    device: DeviceSpec,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     *,
@@ -231,25 +237,21 @@ def sample_slices(
     ``options`` overrides the fast-path levers chosen from ``config`` (benchmarks use this).
     Progress is reported once per denoising step per batch; ``cancel`` is checked before each step.
     """
-    if not isinstance(device, (str, torch.device)):
-        from seg2med_core.sharding import as_device_list, sample_sharded
+    devices = as_device_list(device)
+    if len(devices) > 1:
+        from seg2med_core.sharding import sample_sharded  # it imports this module
 
-        devices = as_device_list(device)
-        if len(devices) > 1:
-            return sample_sharded(network, scheduler_config, priors, config, devices, progress, cancel,
-                                  slice_indices=slice_indices, options=options)
-        device = devices[0]
+        return sample_sharded(network, scheduler_config, priors, config, devices, progress, cancel,
+                              slice_indices=slice_indices, options=options)
     arr = _check_priors(priors)
     n, height, width = arr.shape
-    indices = list(range(n)) if slice_indices is None else [int(i) for i in slice_indices]
-    if len(indices) != n:
-        raise Seg2MedError(f"slice_indices has {len(indices)} entries for {n} priors")
+    indices = resolve_slice_indices(n, slice_indices)
     if n == 0:
         return np.zeros((0, height, width), dtype=np.float32)
     if not takes_timesteps(network):
         raise Seg2MedError("sample_slices needs a diffusion network (with timesteps); use predict_regression instead")
     _check_network_input(network, 2, "diffusion sampling")
-    device = torch.device(device)
+    device = devices[0]
     network.to(device)
     opts = options if options is not None else config.fast_options(device, work=n * config.steps * height * width / 512**2)
     batch = _resolve_batch_size(config, network, device, opts, 2, height, n)

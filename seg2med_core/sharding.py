@@ -20,40 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from seg2med_core.device import pick_device
+from seg2med_core.device import as_device_list
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.fast import FastOptions
-
-def parse_devices(text: str) -> list[torch.device]:
-    """``"cuda:0,cuda:1"`` → devices (each checked by :func:`pick_device`); ``"auto"``/``"cpu"`` → one device.
-
-    Raises :class:`Seg2MedError` naming the entry when one is unknown, unavailable or repeated.
-    """
-    names = [part.strip() for part in str(text).split(",") if part.strip()]
-    if not names:
-        raise Seg2MedError(f"device list {text!r} is empty (use e.g. auto, cpu, cuda:0 or cuda:0,cuda:1)")
-    devices = [pick_device(name) for name in names]
-    seen: set[str] = set()
-    for name, device in zip(names, devices):
-        if str(device) in seen and device.type != "cpu":
-            raise Seg2MedError(f"device {name!r} appears twice in {text!r}")
-        seen.add(str(device))
-    return devices
-
-
-def as_device_list(device: Any) -> list[torch.device]:
-    """One device or a sequence of devices → a non-empty list of ``torch.device``."""
-    if isinstance(device, (str, torch.device)):
-        return [torch.device(device)]
-    devices = [torch.device(d) for d in device]
-    if not devices:
-        raise Seg2MedError("no device given")
-    return devices
-
-
-def describe_devices(device: Any) -> str:
-    """``cuda:0`` or ``cuda:0,cuda:1`` for log lines."""
-    return ",".join(str(d) for d in as_device_list(device))
+from seg2med_core.sampler import CancelFn, ProgressFn, SamplerConfig, resolve_slice_indices, sample_slices
 
 
 def shard_rows(n: int, parts: int) -> list[list[int]]:
@@ -65,22 +35,18 @@ def sample_sharded(
     network: torch.nn.Module,
     scheduler_config: dict[str, Any] | None,
     priors: np.ndarray,
-    config: Any,
+    config: SamplerConfig,
     devices: Sequence[torch.device | str],
-    progress: Any = None,
-    cancel: Any = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
     *,
     slice_indices: Sequence[int] | None = None,
     options: FastOptions | None = None,
 ) -> np.ndarray:
     """:func:`~seg2med_core.sampler.sample_slices` with the slices split over ``devices`` (see module doc)."""
-    from seg2med_core.sampler import sample_slices
-
     targets = as_device_list(devices)
     n = int(priors.shape[0])
-    indices = list(range(n)) if slice_indices is None else [int(i) for i in slice_indices]
-    if len(indices) != n:
-        raise Seg2MedError(f"slice_indices has {len(indices)} entries for {n} priors")
+    indices = resolve_slice_indices(n, slice_indices)
     shares = shard_rows(n, len(targets))
     if len(shares) <= 1:
         return sample_slices(network, scheduler_config, priors, config, targets[0], progress, cancel,
@@ -91,8 +57,8 @@ def sample_sharded(
     # compilation here; an explicit one compiles one shard at a time (fast.prepared) and never with CUDA graphs
     if config.compile is None:
         config = replace(config, compile=False)
-    compile_mode = options.compile_mode if options is not None and options.compile else config.compile_mode
-    if (config.compile or (options is not None and options.compile)) and compile_mode == "reduce-overhead":
+    compiling = options if options is not None else config  # sample_slices lets options win over config
+    if compiling.compile and compiling.compile_mode == "reduce-overhead":
         raise Seg2MedError("compile mode 'reduce-overhead' (CUDA graphs) cannot be used with several devices; "
                            "use the default compile mode or one device")
     networks = [network.to(targets[0])] + [copy.deepcopy(network).to(d) for d in targets[1 : len(shares)]]
@@ -100,7 +66,7 @@ def sample_sharded(
     done, totals = [0] * len(shares), [0] * len(shares)
     failed = threading.Event()
 
-    def make_progress(k: int) -> Any:
+    def make_progress(k: int) -> ProgressFn:
         def report(step: int, total: int, what: str) -> None:
             with lock:
                 done[k], totals[k] = step, total
