@@ -22,20 +22,14 @@ from seg2med_core.errors import Seg2MedError
 from seg2med_core.fast import CPU_BF16_ENV, FastOptions, cpu_bf16_native, prepared, set_sdpa
 from seg2med_core.network import build_network
 from seg2med_core.sampler import SamplerConfig, sample_slices
-from tiny_models import TINY_ATTENTION
+from tiny_models import TINY_ATTENTION, tiny_attention_network
 
 TINY = TINY_ATTENTION
 
 
 @pytest.fixture(scope="module")
 def tiny() -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = build_network(TINY)
-    # non-trivial output layer (MONAI zero-initialises it) so the comparisons are meaningful
-    with torch.no_grad():
-        for p in net.out.parameters():
-            p.normal_(0, 0.1)
-    return net
+    return tiny_attention_network()
 
 
 def _inputs(batch: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

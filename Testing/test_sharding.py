@@ -18,18 +18,16 @@ import torch
 from seg2med_core import cli, io
 from seg2med_core.bundle import load_bundle
 from seg2med_core.errors import Cancelled, Seg2MedError
-from seg2med_core.network import build_network
 from seg2med_core.pipeline import synthesize
 from seg2med_core.sampler import SamplerConfig, sample_slices
 from seg2med_core.device import parse_devices
 from seg2med_core.sharding import shard_rows
-from tiny_models import TINY_ATTENTION
+from tiny_models import tiny_attention_network
 
 
 @pytest.fixture(scope="module")
 def tiny() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_network(TINY_ATTENTION)
+    return tiny_attention_network()  # non-zero predictions: the devices' outputs really are compared
 
 
 @pytest.fixture(scope="module")
