@@ -4,6 +4,7 @@ memory-measured batch sizes."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -106,6 +107,50 @@ def test_fast_options_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         FastOptions(autocast="fp8")
     with pytest.raises(Seg2MedError, match="'turbo'"):
         FastOptions(compile_mode="turbo")
+
+
+def test_cuda_fast_path_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))  # Hopper
+    hopper = FastOptions.for_device("cuda")
+    assert hopper == FastOptions(sdpa=True, autocast="bf16", channels_last=True, cudnn_benchmark=True)
+    assert hopper.describe() == "sdpa+bf16+channels_last+cudnn_benchmark"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (7, 0))  # Volta: no bf16
+    assert FastOptions.for_device("cuda:0").autocast == "fp16"
+    assert FastOptions.for_device("cuda", fast=False) == FastOptions()
+
+
+def test_cudnn_autotuning_is_scoped_and_counted(tiny: torch.nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    with fast.cudnn_autotuning(True):
+        assert torch.backends.cudnn.benchmark
+        with fast.cudnn_autotuning(True):  # a second device's thread
+            assert torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark  # still in use by the outer block
+    assert torch.backends.cudnn.benchmark is False  # the user's setting is back
+    with fast.cudnn_autotuning(False):
+        assert torch.backends.cudnn.benchmark is False
+    # threads entering and leaving in any order leave the flag as it was
+    gate = threading.Barrier(4)
+
+    def worker() -> None:
+        with fast.cudnn_autotuning(True):
+            gate.wait(timeout=10)
+            assert torch.backends.cudnn.benchmark
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert torch.backends.cudnn.benchmark is False
+    with pytest.raises(RuntimeError, match="boom"), fast.cudnn_autotuning(True):
+        raise RuntimeError("boom")
+    assert torch.backends.cudnn.benchmark is False
+    # the option is inert off CUDA: the CPU path never touches the flag
+    with prepared(tiny, "cpu", FastOptions(cudnn_benchmark=True)) as predict:
+        assert torch.backends.cudnn.benchmark is False
+        predict(torch.zeros(1, 2, 16, 16), torch.zeros(1, dtype=torch.long))
 
 
 @pytest.mark.parametrize("bf16", ["0", "1"])

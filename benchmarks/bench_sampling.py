@@ -3,8 +3,8 @@
 
 One process, one device. Measures, with the real sampler code (``seg2med_core.sampler.denoise``):
 
-* ms per slice-step of each variant (plain fp32, +SDPA, SDPA+bf16+channels_last, optional
-  ``torch.compile``) at several batch sizes, with the peak GPU memory and the compile time;
+* ms per slice-step of each variant (plain fp32, +SDPA, SDPA+bf16+channels_last, + cuDNN autotuning
+  on CUDA, optional ``torch.compile``) at several batch sizes, with the peak GPU memory and the compile time;
 * a whole-volume estimate (default 300 slices of 512²): 500-step DDPM on the baseline path vs the fast
   sampler (DPM-Solver++ / DDIM, 20–50 steps) on the fast path. These are **extrapolated** from the
   measured per-step times (a full baseline volume would take hours), and the JSON says so;
@@ -210,6 +210,8 @@ def run_timings(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
                 budget: Budget) -> list[dict[str, Any]]:
     fast = FastOptions.for_device(device, fast=True)
     variants: list[tuple[FastOptions, str]] = [(FastOptions(), "ddpm"), (FastOptions(sdpa=True), "ddpm")]
+    if fast.cudnn_benchmark:  # measure cuDNN autotuning as a lever of its own
+        variants.append((fast.with_(cudnn_benchmark=False), args.fast_sampler))
     if fast != FastOptions(sdpa=True):
         variants.append((fast, args.fast_sampler))
     rows: list[dict[str, Any]] = []

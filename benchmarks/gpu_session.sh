@@ -4,9 +4,10 @@
 # .gpu_data/ (both carried; see benchmarks/README.md). Everything worth keeping is written under $OUT.
 #   1) the shipped demo CT model on the GPU: DPM-Solver++ 5/10/20 steps on the fast path (bf16) vs a
 #      1000-step fp32 DDPM with seed-matched noise, and both vs the real CT (quality target: <= 5 HU);
-#   2) the paper network at 512²: fp32 eager baseline vs SDPA/bf16/channels_last vs torch.compile
-#      (default and reduce-overhead = CUDA graphs) at several batch sizes, and a real (not extrapolated)
-#      300-slice volume with DPM-Solver++ 5 steps on the fastest variant (targets: <= 3.5 ms/slice-step,
+#   2) the paper network at 512²: fp32 eager baseline vs SDPA/bf16/channels_last (with and without cuDNN
+#      autotuning) vs torch.compile (default and reduce-overhead = CUDA graphs; COMPILE_MODES=... adds
+#      e.g. max-autotune-no-cudagraphs, whose Triton autotuning takes minutes) at several batch sizes,
+#      and a real (not extrapolated) 300-slice volume with DPM-Solver++ 5 steps on the fastest variant (targets: <= 3.5 ms/slice-step,
 #      <= 30 s per volume, >= 100x the 500-step DDPM baseline);
 #   3) torch.compile with a cold and a warm on-disk cache (what a user's first and second run pay).
 # TRAIN=1 first retrains the demo models (tools/train_demo_models.sh), as the first lease did.
@@ -33,7 +34,7 @@ python3 benchmarks/bench_sampling.py --model seg2med_core/data/models/demo_ct \
 echo "## demo quality done at $((SECONDS - T0)) s"
 # 2) speed of the paper network at 512², compile modes, and one real 300-slice volume
 python3 benchmarks/bench_sampling.py --batch-sizes 8,16,32,64 --fast-steps 5,10,20 \
-  --compile-modes default,reduce-overhead --budget-s "${PAPER_BENCH_S:-300}" --out "$OUT/bench_paper_512.json"
+  --compile-modes "${COMPILE_MODES:-default,reduce-overhead}" --budget-s "${PAPER_BENCH_S:-300}" --out "$OUT/bench_paper_512.json"
 # 3) what --compile costs a user: cold vs warm on-disk inductor cache, paper network at 512², batch 32
 timeout 150 python3 benchmarks/bench_compile_cache.py --device cuda --batch 32 --out "$OUT/compile_cache.json"
 echo "## total $((SECONDS - T0)) s"

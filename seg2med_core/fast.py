@@ -4,7 +4,10 @@ Every lever is a flag in :class:`FastOptions`; none changes the weights, and eac
 function as MONAI's default fp32 eager path up to floating-point rounding (tested on CPU in
 ``Testing/test_fast.py``). Defaults (:meth:`FastOptions.for_device`):
 
-* CUDA, ``fast=True``: SDPA attention + bf16 autocast (fp16 where bf16 is unsupported) + channels_last.
+* CUDA, ``fast=True``: SDPA attention + bf16 autocast (fp16 where bf16 is unsupported) + channels_last
+  + cuDNN autotuning (``torch.backends.cudnn.benchmark`` while sampling: cuDNN times its convolution
+  algorithms once per input shape and keeps the fastest; sampling calls the network hundreds of times
+  with one shape, and the last batch is padded to it, so the one-off tuning is paid once per volume).
 * CPU, ``fast=True``: SDPA attention + channels_last (exact, fp32), plus bf16 autocast where the CPU
   runs bf16 natively (Intel AMX or AVX-512 BF16, see :func:`cpu_bf16_native`; ``SEG2MED_CPU_BF16=0|1``
   overrides). Measured on 2 cores of a Sapphire-Rapids-class Xeon with the demo CT model at 128²,
@@ -62,6 +65,7 @@ class FastOptions:
     channels_last: bool = False
     compile: bool = False
     compile_mode: str | None = None
+    cudnn_benchmark: bool = False  # CUDA only: let cuDNN autotune convolution algorithms per shape
 
     def __post_init__(self) -> None:
         if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
@@ -84,13 +88,14 @@ class FastOptions:
         elif device.type == "cpu" and cpu_bf16_native():
             autocast = "bf16"
         return cls(sdpa=True, autocast=autocast, channels_last=device.type in ("cuda", "cpu"), compile=compile,
-                   compile_mode=compile_mode)
+                   compile_mode=compile_mode, cudnn_benchmark=device.type == "cuda")
 
     def describe(self) -> str:
         """Short label for logs and benchmark tables, e.g. ``sdpa+bf16+channels_last``."""
         parts = [
             name
-            for name, on in (("sdpa", self.sdpa), (self.autocast or "", bool(self.autocast)), ("channels_last", self.channels_last))
+            for name, on in (("sdpa", self.sdpa), (self.autocast or "", bool(self.autocast)), ("channels_last", self.channels_last),
+                             ("cudnn_benchmark", self.cudnn_benchmark))
             if on
         ]
         if self.compile:
@@ -122,6 +127,34 @@ def cpu_bf16_native() -> bool:
     except (AttributeError, RuntimeError):
         onednn = False
     return hardware and onednn
+
+
+_CUDNN_LOCK = threading.Lock()
+_cudnn_users = {"count": 0, "previous": False}
+
+
+@contextlib.contextmanager
+def cudnn_autotuning(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark = True`` for the duration of the block, then the user's setting back.
+
+    The flag is process-wide, so nested or concurrent blocks (one thread per GPU, see ``sharding``) are
+    counted and the last one out restores the value seen by the first one in.
+    """
+    if not enabled:
+        yield
+        return
+    with _CUDNN_LOCK:
+        if _cudnn_users["count"] == 0:
+            _cudnn_users["previous"] = torch.backends.cudnn.benchmark
+        _cudnn_users["count"] += 1
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        with _CUDNN_LOCK:
+            _cudnn_users["count"] -= 1
+            if _cudnn_users["count"] == 0:
+                torch.backends.cudnn.benchmark = _cudnn_users["previous"]
 
 
 def compile_cache_dir() -> Path:
@@ -232,7 +265,8 @@ def prepared(network: torch.nn.Module, device: torch.device | str, options: Fast
             return forward(x, timesteps)
 
     try:
-        yield predict
+        with cudnn_autotuning(options.cudnn_benchmark and device.type == "cuda"):
+            yield predict
     finally:
         for block, flag in sdpa_previous.items():
             block.use_flash_attention = flag
