@@ -18,7 +18,7 @@ def test_bench_sampling_cpu_mode_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--cpu", "--size", "32", "--batch-sizes", "2",
-         "--timing-steps", "1", "--fast-steps", "2", "--reference-steps", "10", "--volume-slices", "4",
+         "--timing-steps", "1", "--fast-steps", "2", "--reference-steps", "10", "--baseline-steps", "6", "--volume-slices", "4",
          "--budget-s", "60", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -32,7 +32,32 @@ def test_bench_sampling_cpu_mode_writes_every_section(tmp_path: Path) -> None:
     quality = result["quality"]
     assert not quality["meaningful"] and "meaningless" in quality["note"]
     assert any(k.startswith("mae_vs_reference") for c in quality["comparisons"] for k in c)
-    assert "quality vs plain DDPM 10 steps" in proc.stdout
+    assert quality["baseline"]["steps"] == 6 and "mae_vs_baseline_hu" in quality["comparisons"][0]
+    assert "vs plain DDPM 10 steps (reference)" in proc.stdout
+
+
+def test_bench_sampling_quality_against_the_real_image(tmp_path: Path, tiny_bundle: Path,
+                                                       synthetic_case: dict[str, Path]) -> None:
+    """With a bundle, a segmentation and the real image, every sample gets SSIM / PSNR / MAE against the real
+    image and MAE against both DDPM references (1000-step-style converged and MONAI's default)."""
+    out = tmp_path / "model.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--device", "cpu", "--model", str(tiny_bundle),
+         "--seg", str(synthetic_case["seg"]), "--image", str(synthetic_case["ct"]), "--batch-sizes", "2",
+         "--timing-steps", "1", "--fast-steps", "2,3", "--reference-steps", "8", "--baseline-steps", "4",
+         "--quality-slices", "2", "--no-volume-run", "--threads", "1", "--budget-s", "120", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    quality = json.loads(out.read_text(encoding="utf-8"))["quality"]
+    assert quality["source"].startswith("segmentation") and quality["slices"] == 2 and quality["unit"] == "HU"
+    samples = [quality["reference"], quality["baseline"], *quality["comparisons"]]
+    assert len(samples) == 6  # reference, baseline, DDPM on the fast path, DPM-Solver++ 2 and 3, another seed
+    for entry in samples:
+        assert -1.0 <= entry["ssim_vs_real"] <= 1.0 and entry["mae_vs_real"] > 0 and entry["psnr_vs_real"] > 0, entry
+    for entry in quality["comparisons"]:
+        assert entry["mae_vs_reference_hu"] >= 0 and entry["mae_vs_baseline_hu"] >= 0
+    assert "SSIM real" in proc.stdout
 
 
 def test_bench_step_spacing_redraws_its_plot(tmp_path: Path) -> None:

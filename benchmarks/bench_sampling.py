@@ -9,8 +9,10 @@ One process, one device. Measures, with the real sampler code (``seg2med_core.sa
   sampler (DPM-Solver++ / DDIM, 20–50 steps) on the fast path. These are **extrapolated** from the
   measured per-step times (a full baseline volume would take hours), and the JSON says so;
 * quality: MAE (HU for CT, inside a body mask) of each fast output vs a plain fp32 many-step DDPM sample
-  from the same seed-matched noise, next to the MAE between two plain DDPM samples with different seeds
-  (the sampler's own variability, i.e. the floor). With ``--model`` a trained bundle is used (and
+  from the same seed-matched noise (the converged reference, 1000 steps) and vs MONAI's default
+  ``--baseline-steps`` DDPM (500, the paper's count), next to the MAE between two plain DDPM samples with
+  different seeds (the sampler's own variability, i.e. the floor); with ``--image`` also SSIM, PSNR and
+  MAE of every sample against the real image. With ``--model`` a trained bundle is used (and
   ``--seg``, optionally ``--image``, give real priors); otherwise random weights on a synthetic phantom,
   and the quality numbers are meaningless (the JSON says so).
 
@@ -46,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
+from seg2med_core.metrics import CT_RANGE, image_metrics  # noqa: E402
 from seg2med_core.network import PAPER_NETWORK, PAPER_SCHEDULER, build_network, count_parameters  # noqa: E402
 from seg2med_core.sampler import (  # noqa: E402
     SamplerConfig,
@@ -323,8 +326,9 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
     fast_ms = fast_row["ms_per_slice_step"] if fast_row else base_ms
     ref_steps = args.reference_steps
 
-    def cost(slices: int, steps: int) -> float:  # reference + fast-kernel DDPM + fast samplers
-        return (base_ms * steps + fast_ms * (steps + sum(args.fast_steps))) * slices / 1000 + args.reserve_s
+    def cost(slices: int, steps: int) -> float:  # references + fast-kernel DDPM + fast samplers
+        plain_steps = steps + args.baseline_steps
+        return (base_ms * plain_steps + fast_ms * (steps + sum(args.fast_steps))) * slices / 1000 + args.reserve_s
 
     # keep the reference a full DDPM as long as possible: first sample fewer slices, then fewer steps
     while not budget.fits(cost(n, ref_steps)) and n > 1:
@@ -348,6 +352,10 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
         "slices": n,
         "unit": unit,
         "reference": {"variant": "plain-fp32", "sampler": "ddpm", "steps": ref_steps},
+        "baseline": {"variant": "plain-fp32", "sampler": "ddpm", "steps": args.baseline_steps,
+                     "what": "MONAI's default path with the paper's step count, same seed-matched noise; MONAI's "
+                             "DDPM step with fewer steps than training uses the one-step posterior, so some "
+                             "noise is left in it"},
         "comparisons": [],
     }
     plain, fastopt = FastOptions(), FastOptions.for_device(device, fast=True)
@@ -359,14 +367,29 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
     def mae(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(a - b)[bodies].mean() * scale)
 
+    def vs_real(out: np.ndarray) -> dict[str, float]:
+        """SSIM, PSNR and MAE against the real image inside the body (``metrics.image_metrics``)."""
+        if real is None:
+            return {}
+        natural = (lambda a: a * HU_PER_UNIT + CT_RANGE[0]) if modality == "ct" else (lambda a: a)
+        found = image_metrics(natural(out), natural(real), bodies, modality)
+        return {"mae_vs_real": found["mae"], "ssim_vs_real": found["ssim"], "psnr_vs_real": found["psnr"]}
+
     t0 = time.perf_counter()
     reference = sample("ddpm", ref_steps, plain, args.seed)
     result["reference"]["seconds"] = time.perf_counter() - t0
     # re-calibrate the cost estimates with what the reference really took (includes the scheduler steps)
     scale_cost = max(1.0, result["reference"]["seconds"] / max(1e-9, base_ms * n * ref_steps / 1000))
     base_ms, fast_ms = base_ms * scale_cost, fast_ms * scale_cost
-    if real is not None:
-        result["reference"]["mae_vs_real"] = mae(reference, real)
+    result["reference"].update(vs_real(reference))
+    baseline = None
+    if budget.fits(base_ms * n * args.baseline_steps / 1000 * 1.2 + 1):
+        t0 = time.perf_counter()
+        baseline = sample("ddpm", args.baseline_steps, plain, args.seed)
+        result["baseline"].update(seconds=time.perf_counter() - t0, **vs_real(baseline))
+        result["baseline"][f"mae_vs_reference_{slug(unit)}"] = mae(baseline, reference)
+    else:
+        result["baseline"]["skipped"] = "budget"
     candidates = [("ddpm", ref_steps, fastopt, args.seed)] + [(args.fast_sampler, s, fastopt, args.seed) for s in args.fast_steps]
     candidates.append(("ddpm", ref_steps, plain, args.seed + 1))  # variability floor: another seed
     for kind, steps, options, seed in candidates:
@@ -381,10 +404,11 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
             "seconds": time.perf_counter() - t0,
             f"mae_vs_reference_{slug(unit)}": mae(out, reference),
         }
+        if baseline is not None:
+            entry[f"mae_vs_baseline_{slug(unit)}"] = mae(out, baseline)
         if seed != args.seed:
             entry["what"] = "plain DDPM with a different seed: the natural sample-to-sample variability"
-        if real is not None:
-            entry["mae_vs_real"] = mae(out, real)
+        entry.update(vs_real(out))
         result["comparisons"].append(entry)
         log(entry)
     return result
@@ -525,12 +549,26 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"  measured: {m['slices']} slices, {m['sampler']} {m['steps']} steps, {m['variant']} batch {m['batch']} = "
               f"{m['seconds']:.1f} s ({m['speedup_vs_baseline']:.0f}x faster than the extrapolated baseline)")
     q = result["quality"]
-    print(f"\nquality vs plain DDPM {q['reference']['steps']} steps ({q['source']}; {q['unit']})"
+    base = q.get("baseline", {})
+    print(f"\nquality ({q['source']}; MAE in {q['unit']}): vs plain DDPM {q['reference']['steps']} steps (reference) "
+          f"and vs MONAI-default DDPM {base.get('steps', '?')} steps (baseline)"
           + ("" if q["meaningful"] else " -- RANDOM WEIGHTS, MEANINGLESS"))
-    for c in q["comparisons"]:
-        key = next((k for k in c if k.startswith("mae_vs_reference")), None)
-        val = f"{c[key]:.2f}" if key else c.get("skipped", "?")
-        print(f"  {c['sampler']:9s} {c['steps']:5d} steps {c['variant']:30s} MAE {val}" + (f"  ({c['what']})" if "what" in c else ""))
+
+    mae_digits = 2 if q["unit"] == "HU" else 4
+
+    def value(entry: dict[str, Any], prefix: str, digits: int = mae_digits) -> str:
+        key = next((k for k in entry if k.startswith(prefix)), None)
+        return "-" if key is None or entry[key] is None else f"{entry[key]:.{digits}f}"
+
+    print(f"  {'sampler':9s} {'steps':>5s} {'variant':38s} {'vs ref':>7s} {'vs base':>7s} {'MAE real':>8s} {'SSIM real':>9s}")
+    rows = [dict(q["reference"], what="reference"), dict(base, what="baseline: MONAI default")] + q["comparisons"]
+    for c in rows:
+        if "skipped" in c:
+            print(f"  {c['sampler']:9s} {c['steps']:5d} {c['variant']:38s} {c['skipped']}")
+            continue
+        print(f"  {c['sampler']:9s} {c['steps']:5d} {c['variant']:38s} {value(c, 'mae_vs_reference'):>7s} "
+              f"{value(c, 'mae_vs_baseline'):>7s} {value(c, 'mae_vs_real'):>8s} {value(c, 'ssim_vs_real', 3):>9s}"
+              + (f"  ({c['what'][:60]})" if "what" in c else ""))
 
 
 if __name__ == "__main__":
