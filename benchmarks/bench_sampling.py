@@ -48,7 +48,6 @@ if str(ROOT) not in sys.path:
 
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
-from seg2med_core.metrics import CT_RANGE, image_metrics  # noqa: E402
 from seg2med_core.network import PAPER_NETWORK, PAPER_SCHEDULER, build_network, count_parameters  # noqa: E402
 from seg2med_core.sampler import (  # noqa: E402
     SamplerConfig,
@@ -371,6 +370,8 @@ def run_quality(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
         """SSIM, PSNR and MAE against the real image inside the body (``metrics.image_metrics``)."""
         if real is None:
             return {}
+        from seg2med_core.metrics import CT_RANGE, image_metrics  # scikit-image: only needed with --image
+
         natural = (lambda a: a * HU_PER_UNIT + CT_RANGE[0]) if modality == "ct" else (lambda a: a)
         found = image_metrics(natural(out), natural(real), bodies, modality)
         return {"mae_vs_real": found["mae"], "ssim_vs_real": found["ssim"], "psnr_vs_real": found["psnr"]}
