@@ -71,3 +71,40 @@ def test_bench_step_spacing_redraws_its_plot(tmp_path: Path) -> None:
                            "--plot", str(png)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_profile_sorts_the_step_into_categories(tmp_path: Path, tiny_bundle: Path) -> None:
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_profile.py"), "--model", str(tiny_bundle), "--batch", "2",
+         "--calls", "2", "--threads", "1", "--top", "5", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert [r["variant"] for r in result["rows"]] == ["plain-fp32", "sdpa+channels_last"]  # conftest pins CPU bf16 off
+    for row in result["rows"]:
+        shares = row["categories"]
+        assert abs(sum(c["share"] for c in shares.values()) - 1.0) < 1e-6
+        assert {"convolution", "normalization", "elementwise"} <= set(shares), shares
+        assert len(row["top"]) == 5 and row["ms_per_slice_step"] > 0
+    assert "convolution" in proc.stdout
+
+
+def test_profile_categories() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_profile import category
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert category("aten::mkldnn_convolution") == "convolution"
+    assert category("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc") == "convolution"
+    assert category("triton_red_fused_native_group_norm_silu_3") == "normalization"
+    assert category("triton_poi_fused_add_convolution_5") == "elementwise"  # a conv's bias epilogue, not the conv
+    assert category("triton_tem_fused_convolution_0") == "convolution"  # max-autotune's Triton conv template
+    assert category("triton_tem_fused_mm_1") == "matmul"
+    assert category("aten::cat") == "elementwise" and category("aten::mm") == "matmul"
+    assert category("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<32, 128>>") == "attention"
+    assert category("void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel>") == "elementwise"
+    assert category("aten::addmm") == "matmul"
+    assert category("mystery_kernel") == "other"
