@@ -262,6 +262,18 @@ def test_atomic_path_cleans_up_on_failure(tmp_path: Path) -> None:
     assert target.read_text(encoding="utf-8") == "old"  # the previous file is untouched
 
 
+def test_write_json_is_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "results" / "r.json"
+    assert io.write_json(target, {"ms": 1.5, "card": "cpu"}) == target
+    assert io.read_json(target, "result") == {"ms": 1.5, "card": "cpu"}
+    with pytest.raises(TypeError):  # not serialisable: the earlier file stays, no temporary is left
+        io.write_json(target, {"path": Path("x")})
+    assert io.read_json(target, "result")["card"] == "cpu"
+    _no_leftovers(target.parent)
+    io.write_json(target, {"path": Path("x")}, default=str)
+    assert io.read_json(target, "result") == {"path": "x"}
+
+
 def test_failed_writes_leave_nothing(tmp_path: Path) -> None:
     with pytest.raises(Seg2MedError, match="cannot write image"):
         io.write_image(_image(np.zeros((2, 2, 2), np.float32)), tmp_path / "out.unknownext")

@@ -95,12 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "device": args.device,
               "model": args.model or "paper network (random weights)", "mode": args.mode, "runs": runs}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out)
-        print(f"# wrote {out}")
+        sys.path.insert(0, str(ROOT))
+        from seg2med_core.io import write_json
+
+        print(f"# wrote {write_json(args.out, result)}")
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import re
 import sys
 import time
@@ -36,6 +35,7 @@ if str(ROOT) not in sys.path:
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
+from seg2med_core.io import write_json  # noqa: E402
 from seg2med_core.network import PAPER_NETWORK, build_network  # noqa: E402
 
 #: (category, pattern) in the order they are tried; the first match wins.
@@ -182,12 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "card": card,
               "torch": torch.__version__, "model": what, "size": size, "rows": rows}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out)
-        print(f"# wrote {out}")
+        print(f"# wrote {write_json(args.out, result)}")
     return 0
 
 

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
+from seg2med_core.io import write_json  # noqa: E402
 from seg2med_core.network import PAPER_NETWORK, PAPER_SCHEDULER, build_network, count_parameters  # noqa: E402
 from seg2med_core.sampler import (  # noqa: E402
     SamplerConfig,
@@ -518,10 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": budget.elapsed(),
     }
     out = Path(args.out) if args.out else Path(args.out_dir) / f"{slug(card)}-{now:%Y%m%d-%H%M}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    write_json(out, result, default=str)
     print_summary(result)
     print(f"# wrote {out} ({budget.elapsed():.0f} s)", flush=True)
     return 0

@@ -41,6 +41,7 @@ from bench_sampling import HU_PER_UNIT, card_name, real_priors  # noqa: E402
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
+from seg2med_core.io import write_json  # noqa: E402
 from seg2med_core.sampler import (  # noqa: E402
     SamplerConfig,
     denoise,
@@ -163,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               "slices": len(priors), "reference": {"sampler": "ddpm", "steps": args.reference_steps, "variant": "plain-fp32"},
               "fast_path": FastOptions.for_device(device).describe(), "rows": rows}
     if args.out:
-        out_path = Path(args.out)
-        tmp = out_path.with_name(out_path.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(out_path)
-        print(f"# wrote {out_path}")
+        print(f"# wrote {write_json(args.out, result)}")
     if args.plot:
         plot(result, Path(args.plot))
         print(f"# wrote {args.plot}")

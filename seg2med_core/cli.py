@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -151,10 +150,9 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     from seg2med_core.cli_common import _json_safe
-    from seg2med_core.io import atomic_path
+    from seg2med_core.io import write_json
 
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(_json_safe(data), indent=2) + "\n", encoding="utf-8")
+    write_json(path, _json_safe(data))
 
 
 def metrics_line(metrics: dict[str, Any], modality: str) -> str:

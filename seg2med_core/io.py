@@ -352,6 +352,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def write_json(path: str | Path, data: Any, default: Any = None) -> Path:
+    """Write ``data`` as indented UTF-8 JSON to ``path`` through :func:`atomic_path` (never half-written)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=default) + "\n", encoding="utf-8")
+    return Path(path)
+
+
 def read_json(path: str | Path, what: str) -> Any:
     """Parse the JSON file ``path``; a one-line Seg2MedError naming ``what`` and the file otherwise."""
     path = Path(path)
