@@ -103,6 +103,7 @@ def test_fast_options_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert FastOptions.for_device("cpu", fast=False) == FastOptions()
     assert FastOptions().describe() == "plain-fp32"
     assert FastOptions(sdpa=True, autocast="bf16", compile=True).describe() == "sdpa+bf16+compile(default)"
+    assert FastOptions(compile=True, compile_mode="default") == FastOptions(compile=True)  # one spelling of the default
     with pytest.raises(Seg2MedError, match="'fp8'"):
         FastOptions(autocast="fp8")
     with pytest.raises(Seg2MedError, match="'turbo'"):

@@ -42,7 +42,7 @@ def child(args: argparse.Namespace) -> None:
         network, size = bundle.network, bundle.metadata.image_size
     else:
         network, size = build_network(PAPER_NETWORK).to(device), 512
-    options = FastOptions.for_device(device, compile=True, compile_mode=None if args.mode == "default" else args.mode)
+    options = FastOptions.for_device(device, compile=True, compile_mode=args.mode)
     x = torch.randn(args.batch, 2, size, size, device=device)
     t = torch.full((args.batch,), 500, device=device, dtype=torch.long)
     calls = []

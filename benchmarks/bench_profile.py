@@ -74,7 +74,7 @@ def variant_options(name: str, device: torch.device, mode: str) -> FastOptions:
     if name == "fast":
         return FastOptions.for_device(device)
     if name == "compile":
-        return FastOptions.for_device(device, compile=True, compile_mode=None if mode == "default" else mode)
+        return FastOptions.for_device(device, compile=True, compile_mode=mode)
     raise SystemExit(f"bench_profile: unknown variant {name!r} (plain, fast, compile)")
 
 

@@ -235,7 +235,7 @@ def run_timings(args: argparse.Namespace, network: torch.nn.Module, scheduler: d
         best = best_row(rows, fast.describe())
         batch = best["batch"] if best else args.batch_sizes[0]
         for mode in args.compile_modes:
-            options = fast.with_(compile=True, compile_mode=None if mode == "default" else mode)
+            options = fast.with_(compile=True, compile_mode=mode)
             if not budget.fits(args.compile_estimate_s + args.reserve_s):
                 rows.append({"variant": options.describe(), "batch": batch, "skipped": "budget"})
                 continue

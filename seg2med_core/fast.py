@@ -72,6 +72,8 @@ class FastOptions:
             raise Seg2MedError(f"autocast dtype {self.autocast!r} must be one of {sorted(AUTOCAST_DTYPES)} or None")
         if self.compile_mode not in COMPILE_MODES:
             raise Seg2MedError(f"compile mode {self.compile_mode!r} must be one of {COMPILE_MODES}")
+        if self.compile_mode == "default":  # one spelling of PyTorch's default mode, so equal options compare equal
+            object.__setattr__(self, "compile_mode", None)
 
     @classmethod
     def for_device(
