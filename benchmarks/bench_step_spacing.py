@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from bench_sampling import HU_PER_UNIT, card_name, real_priors  # noqa: E402
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.device import pick_device  # noqa: E402
 from seg2med_core.fast import FastOptions, prepared  # noqa: E402
-from seg2med_core.io import write_json  # noqa: E402
+from seg2med_core.io import atomic_path, read_json, write_json  # noqa: E402
 from seg2med_core.sampler import (  # noqa: E402
     SamplerConfig,
     denoise,
@@ -100,10 +99,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xticks(sorted({r["steps"] for r in result["rows"]}), labels=[str(s) for s in sorted({r["steps"] for r in result["rows"]})])
         ax.legend()
     fig.suptitle(f"{Path(str(result['model'])).name}: {result['slices']} slices, {result['card']}, {result['date'][:10]}")
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         if not args.plot:
             p.error("--from-json needs --plot")
-        plot(json.loads(Path(args.from_json).read_text(encoding="utf-8")), Path(args.plot))
+        plot(read_json(args.from_json, "benchmark result"), Path(args.plot))
         print(f"# wrote {args.plot}")
         return 0
     if not args.model or not args.seg:

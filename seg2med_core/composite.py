@@ -28,7 +28,6 @@ Overlaps and body
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import Seg2MedError
-from .io import Segmentation, atomic_path
+from .io import Segmentation, write_json
 from .labels import TISSUE_OFFSET, conversion_table, names_for
 from .preprocess import body_mask_from_segmentation
 
@@ -94,9 +93,7 @@ class CompositeReport:
         return asdict(self)
 
     def save_json(self, path: str | Path) -> Path:
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return Path(path)
+        return write_json(path, self.to_dict())
 
     def __str__(self) -> str:
         lines = [f"composite phantom: body from {self.body_source} ({self.label_set}), "

@@ -9,7 +9,6 @@ Both models are resolved before any work starts, so a missing model is reported 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import SimpleITK as sitk
 from seg2med_core.cli_common import Reporter, SilentReporter, add_progress_argument, make_reporter
 from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS
 from seg2med_core.errors import Seg2MedError
+from seg2med_core.io import atomic_path, write_json
 
 DEMO_CT_MODEL = "demo_ct"
 DEMO_MR_MODEL = "demo_mr"
@@ -169,14 +169,12 @@ def run_demo(
     files["report_json"] = out_dir / "report.json"
     files["report_md"] = out_dir / "report.md"
     report["files"] = {k: v.name for k, v in files.items()}
-    _write_text(files["report_json"], json.dumps(report, indent=2) + "\n")
+    write_json(files["report_json"], report)
     _write_text(files["report_md"], _report_markdown(report))
     return report
 
 
 def _write_text(path: Path, text: str) -> None:
-    from seg2med_core.io import atomic_path
-
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 

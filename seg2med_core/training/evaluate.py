@@ -304,7 +304,7 @@ def _write_outputs(
     settings: dict[str, Any],
     log: LogFn,
 ) -> None:
-    from seg2med_core.io import atomic_path
+    from seg2med_core.io import atomic_path, write_json
 
     out = result.out_dir
     stats.write_rows_csv(out / "per_case.csv", result.rows)
@@ -368,8 +368,7 @@ def _write_outputs(
         "summary": {f"{s.metric}/{s.dataset}": {"mean": s.mean, "sd": s.sd, "n": s.n} for s in result.summaries},
         "compared_with": str(compare) if compare is not None else None,
     }
-    with atomic_path(out / "eval.json") as tmp:
-        Path(tmp).write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    write_json(out / "eval.json", payload, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:

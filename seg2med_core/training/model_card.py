@@ -13,19 +13,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from seg2med_core.errors import Seg2MedError
+from seg2med_core.io import read_json
 from seg2med_core.training import stats
 
 METRICS = ("ssim", "psnr", "mae", "histcc")
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise Seg2MedError(f"cannot read '{path}': {exc.strerror}") from exc
 
 
 def _summary(eval_dir: Path) -> dict[str, stats.Summary]:
@@ -35,12 +28,12 @@ def _summary(eval_dir: Path) -> dict[str, stats.Summary]:
 
 def render_model_card(bundle: Path, run: Path, eval_dir: Path, baseline_dir: Path | None) -> str:
     """The card's Markdown text."""
-    meta = _read_json(bundle / "metadata.json")
-    config = _read_json(run / "config.json")
-    data = _read_json(run / "data.json")
+    meta = read_json(bundle / "metadata.json", "bundle metadata")
+    config = read_json(run / "config.json", "training config")
+    data = read_json(run / "data.json", "training data list")
     model = _summary(eval_dir)
     base = _summary(baseline_dir) if baseline_dir is not None else {}
-    evaluation = _read_json(eval_dir / "eval.json")
+    evaluation = read_json(eval_dir / "eval.json", "evaluation")
     cases = ", ".join(f"`{Path(c['image']).name}` + `{Path(c['segmentation']).name}`" for c in data["cases"])
     holdout = ", ".join(f"{k}: axial slices {v[0]}:{v[1]}" for k, v in data.get("holdout_slices", {}).items()) or "none"
     m = meta.get("metrics", {})
