@@ -14,15 +14,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<name>`` with one CPU thread; fail the test with its stderr unless it exits 0."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 def test_bench_sampling_cpu_mode_writes_every_section(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--cpu", "--size", "32", "--batch-sizes", "2",
-         "--timing-steps", "1", "--fast-steps", "2", "--reference-steps", "10", "--baseline-steps", "6", "--volume-slices", "4",
-         "--budget-s", "60", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_script("bench_sampling.py", "--cpu", "--size", "32", "--batch-sizes", "2", "--timing-steps", "1",
+                      "--fast-steps", "2", "--reference-steps", "10", "--baseline-steps", "6", "--volume-slices", "4",
+                      "--budget-s", "60", "--out", str(out))
     result = json.loads(out.read_text(encoding="utf-8"))
     variants = {r["variant"] for r in result["timings"] if "ms_per_slice_step" in r}
     assert {"plain-fp32", "sdpa"} <= variants
@@ -41,14 +45,10 @@ def test_bench_sampling_quality_against_the_real_image(tmp_path: Path, tiny_bund
     """With a bundle, a segmentation and the real image, every sample gets SSIM / PSNR / MAE against the real
     image and MAE against both DDPM references (1000-step-style converged and MONAI's default)."""
     out = tmp_path / "model.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_sampling.py"), "--device", "cpu", "--model", str(tiny_bundle),
-         "--seg", str(synthetic_case["seg"]), "--image", str(synthetic_case["ct"]), "--batch-sizes", "2",
-         "--timing-steps", "1", "--fast-steps", "2,3", "--reference-steps", "8", "--baseline-steps", "4",
-         "--quality-slices", "2", "--no-volume-run", "--threads", "1", "--budget-s", "120", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_script("bench_sampling.py", "--device", "cpu", "--model", str(tiny_bundle), "--seg", str(synthetic_case["seg"]),
+                      "--image", str(synthetic_case["ct"]), "--batch-sizes", "2", "--timing-steps", "1", "--fast-steps", "2,3",
+                      "--reference-steps", "8", "--baseline-steps", "4", "--quality-slices", "2", "--no-volume-run",
+                      "--threads", "1", "--budget-s", "120", "--out", str(out))
     quality = json.loads(out.read_text(encoding="utf-8"))["quality"]
     assert quality["source"].startswith("segmentation") and quality["slices"] == 2 and quality["unit"] == "HU"
     samples = [quality["reference"], quality["baseline"], *quality["comparisons"]]
@@ -67,20 +67,14 @@ def test_bench_step_spacing_redraws_its_plot(tmp_path: Path) -> None:
               "reference": {"steps": 1000}, "rows": rows}
     src, png = tmp_path / "r.json", tmp_path / "r.png"
     src.write_text(json.dumps(result), encoding="utf-8")
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step_spacing.py"), "--from-json", str(src),
-                           "--plot", str(png)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_script("bench_step_spacing.py", "--from-json", str(src), "--plot", str(png), timeout=120)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bench_profile_sorts_the_step_into_categories(tmp_path: Path, tiny_bundle: Path) -> None:
     out = tmp_path / "profile.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_profile.py"), "--model", str(tiny_bundle), "--batch", "2",
-         "--calls", "2", "--threads", "1", "--top", "5", "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_script("bench_profile.py", "--model", str(tiny_bundle), "--batch", "2", "--calls", "2", "--threads", "1",
+                      "--top", "5", "--out", str(out))
     result = json.loads(out.read_text(encoding="utf-8"))
     assert [r["variant"] for r in result["rows"]] == ["plain-fp32", "sdpa+channels_last"]  # conftest pins CPU bf16 off
     for row in result["rows"]:
