@@ -233,6 +233,7 @@ def test_slicer_util_and_mrml_names_exist_in_slicer_core() -> None:
 
 def test_slicer_sampling_defaults_match_the_core() -> None:
     """The Slicer side may not import seg2med_core, so its copies of the defaults are checked here."""
+    import slicer_fixtures  # noqa: F401  (puts Seg2Med/ on sys.path, so this test also runs on its own)
     from Seg2MedLib import commands
 
     from seg2med_core import defaults
