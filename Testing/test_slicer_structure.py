@@ -24,6 +24,13 @@ def ui_names(module: str) -> dict[str, str]:
     return {w.get("name"): w.get("class") for w in tree.iter("widget")}
 
 
+def parameter_fields(module: str) -> dict[str, ast.AnnAssign]:
+    """The annotated fields of ``<module>.py``'s ``@parameterNodeWrapper`` class, by name."""
+    source = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
+    wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
+    return {n.target.id: n for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+
+
 def used_ui_names(path: Path) -> set[str]:
     return set(re.findall(r"\bui\.(\w+)", path.read_text(encoding="utf-8")))
 
@@ -40,9 +47,7 @@ def test_every_ui_name_used_exists(module: str) -> None:
 def test_parameter_names_match_wrapper_fields(module: str) -> None:
     tree = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
     bound = {p.find("string").text for p in tree.iter("property") if p.get("name") == "SlicerParameterName"}
-    source = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
-    wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
-    fields = {n.target.id for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    fields = set(parameter_fields(module))
     assert bound <= fields, f"{module}.ui binds unknown parameters {sorted(bound - fields)}"
     assert bound, "no widget is bound to the parameter node"
 
@@ -180,9 +185,7 @@ BINDABLE = {"bool": {"QCheckBox"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBo
 
 @pytest.mark.parametrize("module", MODULES)
 def test_bound_widgets_fit_the_parameter_types(module: str) -> None:
-    source = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
-    wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name.endswith("ParameterNode"))
-    types = {n.target.id: ast.unparse(n.annotation) for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    types = {name: ast.unparse(field.annotation) for name, field in parameter_fields(module).items()}
     tree = ET.parse(ROOT / module / "Resources" / "UI" / f"{module}.ui")
     for widget in tree.iter("widget"):
         bound = next((p.find("string").text for p in widget.findall("property") if p.get("name") == "SlicerParameterName"), None)
@@ -241,9 +244,7 @@ def test_slicer_sampling_defaults_match_the_core() -> None:
     assert commands.DEFAULT_SAMPLER == defaults.DEFAULT_SAMPLER and commands.DEFAULT_STEPS == defaults.DEFAULT_STEPS
     assert commands.SAMPLERS == defaults.SAMPLER_KINDS
     assert commands.SynthesisOptions() == commands.SynthesisOptions(steps=defaults.DEFAULT_STEPS, sampler=defaults.DEFAULT_SAMPLER)
-    source = ast.parse((ROOT / "Seg2Med" / "Seg2Med.py").read_text(encoding="utf-8"))
-    wrapper = next(n for n in ast.walk(source) if isinstance(n, ast.ClassDef) and n.name == "Seg2MedParameterNode")
-    fields = {n.target.id: n for n in wrapper.body if isinstance(n, ast.AnnAssign)}
+    fields = parameter_fields("Seg2Med")
     assert ast.literal_eval(fields["sampler"].value) == defaults.DEFAULT_SAMPLER
     assert ast.literal_eval(fields["steps"].value) == defaults.DEFAULT_STEPS
     choice = next(c for c in ast.walk(fields["sampler"].annotation) if isinstance(c, ast.Call))
