@@ -103,14 +103,22 @@ def guess_auto_device() -> tuple[str, str]:
     return "cpu", "no GPU driver found"
 
 
-def model_image_size(bundle_dir: str | Path | None, default: int = 256) -> int:
-    """``image_size`` from a local bundle's ``metadata.json`` (plain JSON, no torch); ``default`` otherwise."""
+def _bundle_metadata(bundle_dir: str | Path | None) -> dict:
+    """A local bundle's ``metadata.json`` as plain JSON (no torch); ``{}`` when absent or unreadable."""
     if bundle_dir is None:
-        return default
-    path = Path(bundle_dir) / "metadata.json"
+        return {}
     try:
-        size = int(json.loads(path.read_text(encoding="utf-8")).get("image_size", default))
-    except (OSError, ValueError, TypeError, AttributeError):
+        meta = json.loads((Path(bundle_dir) / "metadata.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def model_image_size(bundle_dir: str | Path | None, default: int = 256) -> int:
+    """``image_size`` from a local bundle's ``metadata.json``; ``default`` otherwise."""
+    try:
+        size = int(_bundle_metadata(bundle_dir).get("image_size", default))
+    except (ValueError, TypeError):
         return default
     return size if size > 0 else default
 
@@ -118,11 +126,8 @@ def model_image_size(bundle_dir: str | Path | None, default: int = 256) -> int:
 def model_timing(bundle_dir: str | Path | None) -> dict[str, float]:
     """Seconds per slice-step measured for this bundle, per device type, from its ``metadata.json``
     (``metrics["seconds_per_slice_step"]``, e.g. ``{"cpu": 0.03, "cuda": 0.0007}``); empty when absent."""
-    if bundle_dir is None:
-        return {}
     try:
-        meta = json.loads((Path(bundle_dir) / "metadata.json").read_text(encoding="utf-8"))
-        timing = meta.get("metrics", {}).get("seconds_per_slice_step", {})
+        timing = _bundle_metadata(bundle_dir).get("metrics", {}).get("seconds_per_slice_step", {})
         return {str(k): float(v) for k, v in timing.items() if float(v) > 0}
-    except (OSError, ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         return {}
