@@ -134,3 +134,47 @@ def test_cached_copy_of_another_checksum_is_replaced(user_home: Path, tiny_bundl
     shutil.copytree(tiny_mr_bundle, renamed)
     _write_registry(user_home / "registry.json", [{"name": "m", "modality": "mr", "url": second.as_uri(), "sha256": _zip_bundle(renamed, second)}])
     assert read_metadata(registry.resolve_bundle_path("m")).name == "tiny_mr"
+
+
+# ------------------------------------------------------------------ entry names cannot reach outside the cache
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me", encoding="utf-8")
+    return victim
+
+
+@pytest.mark.parametrize("name", ["./../../victim", "../victim", "a/b", "/abs", "..", ".", ".hidden", "", "x" * 101, "a\\b", "sp ace"])
+def test_unsafe_registry_names_are_refused_and_delete_nothing(user_home: Path, tiny_bundle: Path, tmp_path: Path, name: str) -> None:
+    victim = _victim(tmp_path)
+    archive = tmp_path / "tiny.zip"
+    digest = _zip_bundle(tiny_bundle, archive)
+    entry = {"name": name, "modality": "ct", "url": archive.as_uri(), "sha256": digest}
+    _write_registry(user_home / "registry.json", [entry])
+    with pytest.raises(Seg2MedError, match=r"model registry '.*registry.json': model name .* is not allowed|needs a name"):
+        registry.load_registry()
+    # the Python API (what the Slicer Download button calls) refuses the same entry built by hand
+    with pytest.raises(Seg2MedError, match="is not allowed"):
+        registry.download_entry(registry.RegistryEntry(name=name, modality="ct", url=archive.as_uri(), sha256=digest))
+    assert (victim / "precious.txt").read_text(encoding="utf-8") == "keep me"
+    assert not (user_home / "models").exists() or list((user_home / "models").iterdir()) == []
+
+
+def test_cache_folder_that_is_a_symlink_is_not_replaced(user_home: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    victim = _victim(tmp_path)
+    archive = tmp_path / "tiny.zip"
+    digest = _zip_bundle(tiny_bundle, archive)
+    (user_home / "models").mkdir(parents=True)
+    (user_home / "models" / "m").symlink_to(victim, target_is_directory=True)
+    _write_registry(user_home / "registry.json", [{"name": "m", "modality": "ct", "url": archive.as_uri(), "sha256": digest}])
+    with pytest.raises(Seg2MedError, match=r"model cache folder '.*m' is a symbolic link"):
+        registry.resolve_bundle_path("m")
+    assert (victim / "precious.txt").read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.txt"]
+
+
+def test_register_refuses_unsafe_names(user_home: Path, tiny_bundle: Path) -> None:
+    for name in ("../x", "a/b", ".."):
+        with pytest.raises(Seg2MedError, match="is not allowed"):
+            registry.register_bundle(tiny_bundle, name=name)
+    assert not (user_home / "registry.json").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -25,8 +26,25 @@ from seg2med_core.errors import Seg2MedError
 from seg2med_core.io import read_json
 
 ProgressFn = Callable[[int, int, str], None]
+#: What a registry entry name may look like: it becomes a folder name under the model cache, so no path
+#: separators, no leading dot (``.``, ``..``, hidden files), nothing but letters, digits and ``._+-``.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 #: File inside a cached download recording the archive checksum it came from.
 SHA_STAMP = ".seg2med-sha256"
+
+
+def check_entry_name(name: Any, where: str = "model registry") -> str:
+    """Return ``name`` if it is a safe registry entry name (see :data:`NAME_PATTERN`), else raise.
+
+    The name is joined into the model cache path (``<user_dir>/models/<name>``), which a download replaces,
+    so ``../x``, ``a/b``, ``/abs``, ``.`` or ``..`` must never get that far.
+    """
+    if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
+        raise Seg2MedError(
+            f"{where}: model name {name!r} is not allowed (1-100 letters, digits, '.', '_', '+' or '-', "
+            "starting with a letter or digit; no '/' or '..')"
+        )
+    return name
 
 
 def user_dir() -> Path:
@@ -96,6 +114,7 @@ def load_registry(path: str | Path | None = None) -> list[RegistryEntry]:
             if not isinstance(item, dict):
                 raise Seg2MedError(f"model registry '{f}' has an entry that is not an object: {item!r}")
             entry = RegistryEntry.from_dict(item, f.parent)
+            check_entry_name(entry.name, f"model registry '{f}'")
             entries[entry.name] = entry
     return list(entries.values())
 
@@ -109,6 +128,7 @@ def register_bundle(bundle_dir: str | Path, name: str | None = None, registry: s
 
     bundle_dir = Path(bundle_dir).expanduser().resolve()
     meta = read_metadata(bundle_dir)
+    check_entry_name(name or meta.name, f"bundle '{bundle_dir}'" + ("" if name else " (its metadata name; give another with --name)"))
     reg_path = Path(registry) if registry else user_registry_path()
     data = _read_registry_file(reg_path) if reg_path.exists() else {"schema": 1, "models": []}
     entry = RegistryEntry(
@@ -142,9 +162,31 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def cache_root() -> Path:
+    """The folder holding downloaded bundles (``<user_dir>/models``)."""
+    return user_dir() / "models"
+
+
 def cache_dir_for(entry: RegistryEntry) -> Path:
-    """Where a downloaded bundle of ``entry`` is unpacked (``~/.seg2med/models/<name>``)."""
-    return user_dir() / "models" / entry.name
+    """Where a downloaded bundle of ``entry`` is unpacked (``~/.seg2med/models/<name>``).
+
+    The name is validated and the result is checked to lie directly inside the cache root (after resolving
+    symbolic links), so no entry can point a download, and the replacement of an older copy, elsewhere.
+    """
+    name = check_entry_name(entry.name, f"model '{entry.name}'")
+    root = cache_root()
+    target = root / name
+    if target.is_symlink():
+        raise Seg2MedError(f"model cache folder '{target}' is a symbolic link; refusing to replace it (remove it by hand)")
+    if target.resolve().parent != root.resolve():
+        raise Seg2MedError(f"model '{name}' would be cached at '{target.resolve()}', outside the model cache '{root}'")
+    return target
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """True when ``path`` (resolved) lies strictly inside ``root`` (resolved)."""
+    path, root = path.resolve(), root.resolve()
+    return path != root and path.is_relative_to(root)
 
 
 def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, timeout: float = 30.0) -> Path:
@@ -193,7 +235,10 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
         read_metadata(found[0])  # a broken bundle is never cached
         (found[0] / SHA_STAMP).write_text(expected + "\n", encoding="utf-8")
         if target.exists():
-            shutil.rmtree(target)
+            # move the old copy into the temporary folder (deleted with it) instead of deleting in place
+            if not _inside(target, cache_root()):
+                raise Seg2MedError(f"model cache folder '{target}' is outside '{cache_root()}'; refusing to replace it")
+            os.replace(target, Path(tmpdir) / "previous")
         os.replace(found[0], target)
     return target
 
