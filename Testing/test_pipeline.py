@@ -157,7 +157,7 @@ def test_geometry_mismatch_is_refused(synthetic_case: dict[str, Path], tiny_bund
     seg = io.read_segmentation(synthetic_case["seg"])
     ct = io.read_image(synthetic_case["ct"])
     ct.SetSpacing((5.0, 5.0, 4.0))
-    with pytest.raises(Seg2MedError, match=r"different geometry.*spacing=\(5, 5, 5\).*spacing=\(5, 5, 4\)"):
+    with pytest.raises(Seg2MedError, match=r"different voxel grids \(spacing \(5, 5, 5\) vs \(5, 5, 4\)\)"):
         synthesize(seg, load_bundle(tiny_bundle), image=ct, device="cpu")
 
 

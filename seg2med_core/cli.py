@@ -47,6 +47,9 @@ def _add_seg_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tissue-seg", default=None, help="tissue_types(_mr) segmentation merged into --seg (paper, II.E)")
     p.add_argument("--tissue-table", default=None, help="your own copy of the tissue table CSV (HU or T1/T2/PD)")
+    p.add_argument("--resample-seg", action="store_true",
+                   help="resample --seg onto the --image grid (nearest neighbour) when the grids differ; grids that "
+                        "differ only in axis order or flips are reoriented exactly without this option")
 
 
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
@@ -72,28 +75,34 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode with --compile; reduce-overhead adds CUDA graphs")
 
 
-def _read_seg(args: argparse.Namespace) -> "Segmentation":
+def _read_seg(args: argparse.Namespace, info: "Any | None" = None) -> "Segmentation":
     """``--seg`` (+ ``--tissue-seg`` merged in, organs win) as a Segmentation."""
-    from seg2med_core import io, labels
+    from seg2med_core import grids, io, labels
 
     seg = io.read_segmentation(args.seg, label_set=args.label_set)
     if getattr(args, "tissue_seg", None):
         tissue = io.read_segmentation(args.tissue_seg, label_set=None)
-        io.check_same_geometry(seg.image, tissue.image, f"segmentation '{args.seg}'", f"tissue segmentation '{args.tissue_seg}'")
-        merged = labels.merge_segmentations(sitk.GetArrayFromImage(seg.image), sitk.GetArrayFromImage(tissue.image))
+        tissue_img = grids.match_to_grid(tissue.image, seg.image, f"tissue segmentation '{args.tissue_seg}'",
+                                         f"segmentation '{args.seg}'", resample_option=None, info=info)
+        merged = labels.merge_segmentations(sitk.GetArrayFromImage(seg.image), sitk.GetArrayFromImage(tissue_img))
         img = sitk.GetImageFromArray(merged.astype(np.uint16))
         img.CopyInformation(seg.image)
         seg = io.Segmentation(image=img, names=labels.names_for(seg.label_set), label_set=seg.label_set)
     return seg
 
 
-def _read_image_matching(path: str, seg: "Segmentation", seg_path: str) -> sitk.Image:
-    """Read ``--image`` and check that it shares the segmentation's voxel grid (both geometries in the error)."""
-    from seg2med_core import io
+def _read_image_matching(
+    args: argparse.Namespace, seg: "Segmentation", info: "Any | None" = None
+) -> tuple["Segmentation", sitk.Image]:
+    """Read ``--image`` and bring the segmentation onto its voxel grid: unchanged when the grids agree,
+    reordered exactly when they differ only in axis order (one info line), resampled (nearest neighbour)
+    with ``--resample-seg``; otherwise the one-line error naming what differs."""
+    from seg2med_core import grids, io
 
-    image = io.read_image(path)
-    io.check_same_geometry(seg.image, image, f"segmentation '{seg_path}'", f"image '{path}'")
-    return image
+    image = io.read_image(args.image)
+    seg = grids.match_segmentation(seg, image, f"segmentation '{args.seg}'", f"image '{args.image}'",
+                                   resample=bool(getattr(args, "resample_seg", False)), info=info)
+    return seg, image
 
 
 def parse_sequence(text: str | None) -> "str | MRSequence | None":
@@ -174,8 +183,10 @@ def cmd_prior(args: argparse.Namespace) -> int:
     sequence = parse_sequence(args.sequence)
     if sequence is not None and args.modality != "mr":
         raise Seg2MedError(f"--sequence '{args.sequence}' is only for --modality mr")
-    seg = _read_seg(args)
-    image = _read_image_matching(args.image, seg, args.seg) if args.image else None
+    seg = _read_seg(args, reporter.info)
+    image = None
+    if args.image:
+        seg, image = _read_image_matching(args, seg, reporter.info)
     body = body_mask(seg, image, args.image_modality)
     prior = prior_image(seg, args.modality, sequence=sequence, body=body, table_path=args.tissue_table)
     io.write_image(prior, out)
@@ -207,8 +218,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if metrics_path is not None and not args.image:
         raise Seg2MedError("--metrics needs --image (the real image to compare with)")
     reporter = make_reporter(args)
-    seg = _read_seg(args)
-    image = _read_image_matching(args.image, seg, args.seg) if args.image else None
+    seg = _read_seg(args, reporter.info)
+    image = None
+    if args.image:
+        seg, image = _read_image_matching(args, seg, reporter.info)
     bundle, devices = _load_model(args, reporter)
     check_compatible(seg, bundle)
     modality = bundle.metadata.modality
@@ -285,8 +298,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     preview = check_output(args.preview, "--preview", (".png",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
     reporter = make_reporter(args)
-    seg = _read_seg(args)
-    image = _read_image_matching(args.image, seg, args.seg)
+    seg = _read_seg(args, reporter.info)
+    seg, image = _read_image_matching(args, seg, reporter.info)
     bundle, devices = _load_model(args, reporter)
     check_modality(bundle, args.to)
     config = _sampler_config(args)

@@ -62,22 +62,43 @@ def describe_geometry(img: sitk.Image) -> str:
             f"direction={fmt(img.GetDirection())}")
 
 
-def check_same_geometry(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str, tol: float = 1e-4) -> None:
-    """Raise Seg2MedError (showing both geometries) unless ``a`` and ``b`` share the voxel grid.
+def _fmt(xs: Any) -> str:
+    return "(" + ", ".join(f"{x:.6g}" for x in xs) + ")"
+
+
+def geometry_differences(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> list[str]:
+    """What differs between the voxel grids of ``a`` and ``b``: ``["size (3, 4, 5) vs (3, 4, 6)", ...]``.
 
     Spacing and direction are compared with relative/absolute tolerance ``tol``; origins with ``tol`` times
     the largest spacing (in mm), so float rounding in file headers does not count as a mismatch.
     """
-    same = a.GetSize() == b.GetSize() and a.GetDimension() == b.GetDimension()
-    if same:
-        sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
-        same = bool(
-            np.allclose(sa, sb, rtol=tol, atol=0)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * max(sa.max(), 1.0))
-        )
-    if not same:
-        raise Seg2MedError(f"{name_a} and {name_b} have different geometry: {name_a} {describe_geometry(a)}; "
+    out: list[str] = []
+    if a.GetDimension() != b.GetDimension():
+        return [f"dimension {a.GetDimension()} vs {b.GetDimension()}"]
+    if a.GetSize() != b.GetSize():
+        out.append(f"size {tuple(a.GetSize())} vs {tuple(b.GetSize())}")
+    sa, sb = np.array(a.GetSpacing()), np.array(b.GetSpacing())
+    if not np.allclose(sa, sb, rtol=tol, atol=0):
+        out.append(f"spacing {_fmt(sa)} vs {_fmt(sb)}")
+    if not np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * max(sa.max(), 1.0)):
+        out.append(f"origin {_fmt(a.GetOrigin())} vs {_fmt(b.GetOrigin())}")
+    if not np.allclose(a.GetDirection(), b.GetDirection(), atol=tol):
+        out.append(f"direction {_fmt(a.GetDirection())} vs {_fmt(b.GetDirection())}")
+    return out
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    """True when ``a`` and ``b`` share the voxel grid (see :func:`geometry_differences`)."""
+    return not geometry_differences(a, b, tol)
+
+
+def check_same_geometry(a: sitk.Image, b: sitk.Image, name_a: str, name_b: str, tol: float = 1e-4) -> None:
+    """Raise Seg2MedError (saying what differs, and showing both geometries) unless ``a`` and ``b`` share the
+    voxel grid (tolerances as :func:`geometry_differences`)."""
+    diffs = geometry_differences(a, b, tol)
+    if diffs:
+        what = ", ".join(d.split(" ", 1)[0] for d in diffs)
+        raise Seg2MedError(f"{name_a} and {name_b} have different geometry ({what} differ): {name_a} {describe_geometry(a)}; "
                            f"{name_b} {describe_geometry(b)}")
 
 

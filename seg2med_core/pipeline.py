@@ -21,6 +21,7 @@ from seg2med_core import labels as labels_mod
 from seg2med_core.bundle import Bundle, check_modality
 from seg2med_core.device import DeviceSpec, as_device_list, describe_devices
 from seg2med_core.errors import Cancelled, Seg2MedError
+from seg2med_core.grids import match_segmentation
 from seg2med_core.io import Segmentation, check_same_geometry
 from seg2med_core.preprocess import (
     SliceGrid,
@@ -169,6 +170,8 @@ def synthesize(
     meta = bundle.metadata
     modality = meta.modality
     check_compatible(seg, bundle)
+    if image is not None:  # same grid in another axis order: reoriented exactly (info line); else an error
+        seg = match_segmentation(seg, image, resample_option=None, info=info)
     if body is None:
         body = body_mask(seg, image, image_modality)
     elif image is not None:
@@ -274,7 +277,7 @@ def convert(
     if to_modality not in ("ct", "mr"):
         raise Seg2MedError(f"target modality must be 'ct' or 'mr', got '{to_modality}'")
     check_modality(bundle, to_modality)
-    check_same_geometry(seg.image, image, "segmentation", "image")
+    seg = match_segmentation(seg, image, resample_option=None, info=info)
     source_modality = segmentation_modality(seg)
     report = None
     if source_modality != to_modality:
