@@ -66,12 +66,13 @@ def synthesized(examples: Path, tiny_bundle: Path, tmp_path_factory: pytest.Temp
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("synth")
-    paths = {"out": out / "sct.nii.gz", "metrics": out / "m.json", "preview": out / "p.png", "prior": out / "prior.nii.gz"}
+    paths = {"out": out / "sct.nii.gz", "metrics": out / "m.json", "preview": out / "p.png", "prior": out / "prior.nii.gz",
+             "reformat": out / "r.png"}
     rc = cli.main([
         "synthesize", "--seg", str(examples / "example_seg.nii.gz"), "--model", str(tiny_bundle),
         "--image", str(examples / "example_ct_sm.nii.gz"), "--steps", "2", "--seed", "5",
         "--out", str(paths["out"]), "--metrics", str(paths["metrics"]), "--preview", str(paths["preview"]),
-        "--prior-out", str(paths["prior"]), "--progress-format", "none",
+        "--prior-out", str(paths["prior"]), "--reformat", str(paths["reformat"]), "--progress-format", "none",
     ])  # fmt: skip
     assert rc == 0
     return paths
@@ -95,6 +96,11 @@ def test_synthesize_writes_metrics_and_preview(synthesized: dict[str, Path]) -> 
     assert -1 <= metrics["ssim"] <= 1 and metrics["mae"] > 0
     png = synthesized["preview"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    banding = metrics["banding"]  # slice consistency of the synthetic and the real image, and their ratio
+    for key in ("max_jump", "mean_jump", "gradient_ratio"):
+        assert banding["synthetic"][key] >= 0 and banding["real"][key] >= 0
+    assert banding["ratio"]["max_jump"] == pytest.approx(banding["synthetic"]["max_jump"] / banding["real"]["max_jump"])
+    assert synthesized["reformat"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     leftovers = [p.name for p in synthesized["out"].parent.iterdir() if ".tmp-" in p.name]
     assert leftovers == []
 
@@ -108,6 +114,7 @@ def test_same_seed_same_volume_and_another_sampler_differs(
     rc, out, _ = run_main(capsys, *base, "--steps", "2", "--seed", "5", "--batch-size", "7", "--out", str(again))
     assert rc == 0
     assert "metrics (inside the body): SSIM" in out and "MAE" in out
+    assert "slice consistency (soft tissue): largest slice jump" in out
     first = sitk.GetArrayFromImage(sitk.ReadImage(str(synthesized["out"])))
     np.testing.assert_array_equal(first, sitk.GetArrayFromImage(sitk.ReadImage(str(again))))
     # the default sampler (dpmpp_2m, 2 steps) vs DDIM with 2 steps: same seed, different volume
@@ -261,6 +268,7 @@ BAD_INPUTS = {
     "bundle other modality": ({"--model": "{mr_model}"}, "is for CT but model 'tiny_mr' makes MR"),
     "output folder missing": ({"--out": "{tmp}/no_dir/out.nii.gz"}, "--out folder '{tmp}/no_dir' does not exist"),
     "preview not png": ({"--preview": "{tmp}/p.jpg"}, "--preview '{tmp}/p.jpg' must end with .png"),
+    "reformat not png": ({"--reformat": "{tmp}/r.jpg"}, "--reformat '{tmp}/r.jpg' must end with .png"),
     "metrics without image": ({"--image": None, "--metrics": "{tmp}/m.json"}, "--metrics needs --image"),
     "zero steps": ({"--steps": "0"}, "--steps must be at least 1, got 0"),
 }

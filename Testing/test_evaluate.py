@@ -60,6 +60,10 @@ def test_oracle_gives_perfect_metrics_and_all_outputs(tmp_path: Path, cases: lis
     for name in ("per_case.csv", "summary.csv", "summary.md", "eval.json", "ssim_box.png", "ssim_cases.png", "mae_box.png"):
         assert (out / name).is_file(), name
     assert len(list((out / "images").glob("*.nii.gz"))) == 3
+    assert len(list((out / "reformats").glob("*.png"))) == 3  # coronal / sagittal, synthetic | real
+    for row in result.rows:  # the same image: the same banding as the real one
+        assert row["jump_max"] == pytest.approx(row["jump_max_real"]) and row["jump_max_x"] == pytest.approx(1.0)
+        assert row["grad_ratio_x"] == pytest.approx(1.0)
     table = (out / "summary.md").read_text(encoding="utf-8")
     assert "| abdomen | 1.00 |" in table and "| pelvis | 1.00 ± 0.00 |" in table and "| overall | 1.00 ± 0.00 |" in table
     notes = json.loads((out / "eval.json").read_text(encoding="utf-8"))["notes"]
@@ -136,3 +140,23 @@ def test_cli_prior_baseline(tmp_path: Path, cases: list[CaseSpec]) -> None:
     rows = stats.read_rows_csv(out / "per_case.csv")
     assert [r["case"] for r in rows] == ["p2", "a1"]  # split auto: the test cases only
     assert main(["evaluate", "--baseline", "prior", "--data", str(csv), "--out", str(out), "--progress-format", "none"]) == 2
+
+
+class Striped(Oracle):
+    """The real image with every second axial slice 30 HU brighter: the banding columns must see it."""
+
+    name = "striped"
+
+    def predict(self, seg, image, body, progress=None, cancel=None) -> np.ndarray:
+        arr = sitk.GetArrayFromImage(image).astype(np.float32)
+        arr[1::2] += 30.0  # array axis 0 is the axial axis of these cases
+        return arr
+
+
+def test_banding_columns_find_stripes_between_slices(tmp_path: Path, cases: list[CaseSpec]) -> None:
+    result = evaluate(cases, Striped(), tmp_path / "eval", EvalOptions(fid=False, save_images=False))
+    for row in result.rows:
+        assert row["jump_max"] > row["jump_max_real"] + 20 and row["jump_max_x"] > 2
+        assert row["jump_mean"] > 20 and row["grad_ratio_x"] > 1
+    assert "### JUMP_MAX" in (tmp_path / "eval" / "summary.md").read_text(encoding="utf-8")
+    assert "jump_max_real" in stats.read_rows_csv(tmp_path / "eval" / "per_case.csv")[0]

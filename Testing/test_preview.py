@@ -17,7 +17,9 @@ from seg2med_core.preview import (
     choose_slices,
     ct_window,
     format_metrics,
+    reformat_planes,
     save_preview,
+    save_reformats,
 )
 
 
@@ -120,3 +122,42 @@ def test_failure_while_writing_leaves_no_partial_file(tmp_path: Path, monkeypatc
     with pytest.raises(OSError, match="disk full"):
         save_preview(tmp_path / "p.png", [("real", real, None)], None)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ coronal / sagittal reformats
+def _ramp_volume(nz: int = 20, n: int = 60, spacing=(1.0, 1.0, 3.0)) -> tuple[np.ndarray, sitk.Image]:
+    """(z, y, x) volume brightening with z (superior in LPS), LPS identity direction, thick slices."""
+    arr = np.repeat(np.linspace(0.0, 1.0, nz)[:, None, None], n, axis=1).repeat(n, axis=2)
+    ref = sitk.GetImageFromArray(arr)
+    ref.SetSpacing(spacing)
+    return arr, ref
+
+
+def test_reformats_have_the_physical_aspect_and_the_head_at_the_top(tmp_path: Path) -> None:
+    arr, ref = _ramp_volume()  # 60 mm wide, 20 x 3 = 60 mm tall: square coronal and sagittal panels
+    out = save_reformats(tmp_path / "r.png", [("a", arr, (0.0, 1.0)), ("b", arr, (0.0, 1.0))], ref, panel_px=100)
+    img = mpimg.imread(out)
+    assert img.shape[:2] == (HEADER_PX + 100 + 100, 200)
+    coronal = img[HEADER_PX : HEADER_PX + 100, 100:200, 0]
+    assert coronal[5, 50] > 0.9 and coronal[-5, 50] < 0.1  # superior (bright) slice on top
+    assert np.ptp(coronal[50, 10:90]) < 0.02  # one slice = one horizontal line
+    tall, ref_tall = _ramp_volume(spacing=(1.0, 1.0, 6.0))  # twice as tall in mm: twice the rows
+    img = mpimg.imread(save_reformats(tmp_path / "t.png", [("a", tall, None)], ref_tall, panel_px=100, footer="x"))
+    assert img.shape[:2] == (HEADER_PX + 200 + 200 + FOOTER_PX, 100)
+
+
+def test_reformat_planes_go_through_the_body_centre() -> None:
+    vol = np.arange(4 * 10 * 12, dtype=float).reshape(4, 10, 12)
+    body = np.zeros(vol.shape, bool)
+    body[:, 6:9, 2:5] = True
+    planes = reformat_planes(vol, body)
+    assert planes["coronal"][0] == 7 and planes["sagittal"][0] == 3
+    np.testing.assert_array_equal(planes["coronal"][1], vol[::-1, 7, :])
+    np.testing.assert_array_equal(planes["sagittal"][1], vol[::-1, :, 3])
+
+
+def test_reformat_with_a_wrong_reference_writes_nothing(tmp_path: Path) -> None:
+    arr, _ = _ramp_volume()
+    with pytest.raises(Seg2MedError, match="does not match"):
+        save_reformats(tmp_path / "r.png", [("a", arr, None)], sitk.Image([5, 5, 5], sitk.sitkFloat32))
+    assert not list(tmp_path.iterdir())

@@ -215,6 +215,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     preview = check_output(args.preview, "--preview", (".png",))
     metrics_path = check_output(args.metrics, "--metrics", (".json",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
+    reformat = check_output(args.reformat, "--reformat", (".png",))
     if metrics_path is not None and not args.image:
         raise Seg2MedError("--metrics needs --image (the real image to compare with)")
     reporter = make_reporter(args)
@@ -245,6 +246,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         reporter.close()
     if preview is not None:
         _write_preview(preview, result, seg, modality, image, f"real {modality.upper()}")
+    if reformat is not None:
+        _write_reformat(reformat, result, modality, image if image_modality == modality else None, f"real {modality.upper()}")
     if metrics_path is not None:
         _write_json(metrics_path, result.metrics)
     if prior_out is not None:
@@ -252,6 +255,11 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     io.write_image(result.image, out)
     if result.metrics:
         reporter.message("metrics (inside the body): " + metrics_line(result.metrics, modality))
+        banding = result.metrics.get("banding") or {}
+        if "synthetic" in banding:
+            from seg2med_core.metrics import banding_line
+
+            reporter.message("slice consistency (soft tissue): " + banding_line(banding, "HU" if modality == "ct" else ""))
     reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), metrics=result.metrics, seconds_sampling=round(result.seconds_sampling, 3))
     return 0
@@ -286,6 +294,20 @@ def _write_preview(
         reference=seg.image,
         mae_unit="HU" if modality == "ct" else "",
     )
+
+
+def _write_reformat(path: Path, result: "SynthesisResult", modality: str, image: sitk.Image | None, image_title: str) -> None:
+    """PNG: coronal and sagittal planes of synthetic (| real) at the physical aspect ratio, banding underneath."""
+    from seg2med_core.metrics import banding_line
+    from seg2med_core.preview import save_reformats
+
+    window = CT_PREVIEW_WINDOW if modality == "ct" else None
+    columns: list[tuple[str, np.ndarray, Any]] = [(f"synthetic {modality.upper()}", sitk.GetArrayFromImage(result.image), window)]
+    if image is not None:
+        columns.append((image_title, sitk.GetArrayFromImage(image), window))
+    banding = (result.metrics or {}).get("banding") or {}
+    footer = ("slice consistency: " + banding_line(banding, "HU" if modality == "ct" else "")) if "synthetic" in banding else None
+    save_reformats(path, columns, result.image, body=result.body, footer=footer)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -441,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output volume (.nii.gz, .nrrd, .mha)")
     p.add_argument("--prior-out", default=None, help="also write the prior image")
     p.add_argument("--preview", default=None, help="side-by-side PNG (labels | prior | synthetic | real) with metrics")
-    p.add_argument("--metrics", default=None, help="JSON with SSIM/PSNR/MAE/HistCC inside the body (needs --image)")
+    p.add_argument("--metrics", default=None, help="JSON with SSIM/PSNR/MAE/HistCC inside the body and the slice banding metric (needs --image)")
+    p.add_argument("--reformat", default=None,
+                   help="PNG with coronal and sagittal reformats (synthetic | real) at the physical aspect ratio: "
+                        "stripes between the generated axial slices show up there")
     add_progress_argument(p)
     p.set_defaults(func=cmd_synthesize)
 

@@ -173,3 +173,151 @@ def _check_pair(pred: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndar
     if not (np.isfinite(pred).all() and np.isfinite(real).all()):
         raise Seg2MedError("images contain NaN or infinite values")
     return pred, real
+
+
+# ------------------------------------------------------------------------------ slice consistency
+#: Soft-tissue HU window of the banding metric: voxels of the real CT inside the body with values in it
+#: (fat, muscle, organs, blood) are measured in both images; bone, air and gas are left out.
+SOFT_TISSUE_HU = (-100.0, 200.0)
+#: A slice takes part in the per-slice profile only with at least this many soft-tissue voxels.
+MIN_SLICE_VOXELS = 50
+BANDING_KEYS = ("max_jump", "mean_jump", "gradient_ratio")
+
+
+def slice_profile(volume: np.ndarray, mask: np.ndarray, min_voxels: int = MIN_SLICE_VOXELS) -> np.ndarray:
+    """Mean of ``volume`` inside ``mask`` for every slice along axis 0; NaN for slices with too few voxels."""
+    vol = np.asarray(volume, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    if vol.ndim != 3 or mask.shape != vol.shape:
+        raise Seg2MedError(f"slice profile needs a 3D volume and a mask of the same shape, got {vol.shape} and {mask.shape}")
+    counts = mask.reshape(mask.shape[0], -1).sum(axis=1)
+    sums = np.where(mask, vol, 0.0).reshape(vol.shape[0], -1).sum(axis=1)
+    out = np.full(vol.shape[0], np.nan)
+    ok = counts >= max(1, int(min_voxels))
+    out[ok] = sums[ok] / counts[ok]
+    return out
+
+
+def banding_metrics(
+    volume: np.ndarray,
+    mask: np.ndarray,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    min_voxels: int = MIN_SLICE_VOXELS,
+) -> dict[str, float]:
+    """Slice-to-slice consistency of one volume (axis 0 = the slice axis, as the 2D model generates it).
+
+    * ``max_jump`` / ``mean_jump``: the largest and the mean absolute difference of the per-slice mean
+      inside ``mask`` (:func:`slice_profile`) between adjacent slices (pairs where both slices have at
+      least ``min_voxels`` mask voxels); the volume's unit (HU for CT). Anatomy changes the mean too, so
+      compare with the real image's numbers (:func:`banding_comparison`).
+    * ``gradient_ratio``: mean |∂I/∂z| over mean |∂I/∂(y, x)| (finite differences per mm, ``spacing`` =
+      (z, y, x) mm) over voxel pairs inside ``mask``; stripes between slices raise it.
+
+    A volume with no usable slice pair gives NaN for the jumps (and for the ratio without pairs).
+    """
+    vol = np.asarray(volume, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    profile = slice_profile(vol, mask, min_voxels)
+    jumps = np.abs(np.diff(profile))
+    jumps = jumps[np.isfinite(jumps)]
+    sz, sy, sx = (float(s) for s in spacing)
+    if min(sz, sy, sx) <= 0:
+        raise Seg2MedError(f"spacing must be positive, got {spacing}")
+
+    def mean_abs_diff(axis: int, step: float) -> tuple[float, int]:
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        both = mask[tuple(a)] & mask[tuple(b)]
+        n = int(both.sum())
+        if n == 0:
+            return math.nan, 0
+        return float(np.abs(vol[tuple(a)] - vol[tuple(b)])[both].mean() / step), n
+
+    gz, nz = mean_abs_diff(0, sz)
+    gy, ny = mean_abs_diff(1, sy)
+    gx, nx = mean_abs_diff(2, sx)
+    in_plane = (gy * ny + gx * nx) / (ny + nx) if ny + nx else math.nan
+    if not nz or not math.isfinite(in_plane):
+        ratio = math.nan
+    elif in_plane == 0:
+        ratio = math.inf if gz > 0 else math.nan
+    else:
+        ratio = gz / in_plane
+    return {
+        "max_jump": float(jumps.max()) if jumps.size else math.nan,
+        "mean_jump": float(jumps.mean()) if jumps.size else math.nan,
+        "gradient_ratio": float(ratio),
+        "slices": int(np.isfinite(profile).sum()),
+    }
+
+
+def soft_tissue_mask(real: np.ndarray, body: np.ndarray, modality: str) -> np.ndarray:
+    """Voxels the banding metric measures: CT: inside ``body`` with the real HU in :data:`SOFT_TISSUE_HU`;
+    MR: inside ``body`` (no fixed scale to choose tissue by)."""
+    body = np.asarray(body, dtype=bool)
+    if str(modality).lower() == "ct":
+        real = np.asarray(real)
+        return body & (real >= SOFT_TISSUE_HU[0]) & (real <= SOFT_TISSUE_HU[1])
+    return body.copy()
+
+
+def banding_comparison(
+    synthetic: np.ndarray,
+    real: np.ndarray,
+    body: np.ndarray,
+    modality: str,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    tissue: np.ndarray | None = None,
+    min_voxels: int = MIN_SLICE_VOXELS,
+) -> dict[str, Any]:
+    """:func:`banding_metrics` of the synthetic and of the real volume on the same voxels, and their ratio.
+
+    Arrays are (slice, y, x) with axis 0 the generated (axial) slice axis; CT in HU. ``tissue`` (default
+    :func:`soft_tissue_mask` of the real image) selects the voxels; for CT the synthetic values are clipped
+    to :data:`SOFT_TISSUE_HU` so a few voxels of invented bone or gas do not dominate a slice mean.
+    Returns ``{"synthetic": {...}, "real": {...}, "ratio": {key: synthetic / real}, "voxels": n}``.
+    """
+    pred, ref = _check_pair(synthetic, real)
+    mask = soft_tissue_mask(ref, body, modality) if tissue is None else np.asarray(tissue, dtype=bool) & np.asarray(body, dtype=bool)
+    if mask.shape != pred.shape:
+        raise Seg2MedError(f"mask shape {mask.shape} does not match the images {pred.shape}")
+    if not mask.any():
+        raise Seg2MedError("no soft-tissue voxels inside the body to measure banding on")
+    if str(modality).lower() == "ct":
+        pred = np.clip(pred, *SOFT_TISSUE_HU)
+    syn = banding_metrics(pred, mask, spacing, min_voxels)
+    rea = banding_metrics(ref, mask, spacing, min_voxels)
+    ratio = {}
+    for key in BANDING_KEYS:
+        a, b = syn[key], rea[key]
+        ratio[key] = a / b if (math.isfinite(a) and math.isfinite(b) and b > 0) else math.nan
+    return {"synthetic": syn, "real": rea, "ratio": ratio, "voxels": int(mask.sum()),
+            "window": list(SOFT_TISSUE_HU) if str(modality).lower() == "ct" else None}
+
+
+def banding_line(banding: Mapping[str, Any], unit: str = "") -> str:
+    """``largest slice jump 12.3 HU (real 4.4, x2.8)   mean jump ...   through/in-plane gradient ...``."""
+    syn, rea, ratio = banding["synthetic"], banding["real"], banding["ratio"]
+    u = f" {unit}" if unit else ""
+
+    def part(label: str, key: str, digits: int) -> str:
+        return f"{label} {syn[key]:.{digits}f}{u if key != 'gradient_ratio' else ''} (real {rea[key]:.{digits}f}, x{ratio[key]:.2f})"
+
+    return "   ".join((part("largest slice jump", "max_jump", 1), part("mean jump", "mean_jump", 2),
+                       part("through/in-plane gradient", "gradient_ratio", 2)))
+
+
+def banding_for_image(
+    synthetic: np.ndarray, real: np.ndarray, body: np.ndarray, modality: str, reference: Any
+) -> dict[str, Any]:
+    """:func:`banding_comparison` of (z, y, x) arrays in the geometry of ``reference`` (a ``sitk.Image``):
+    the arrays are first turned to canonical LPS order so axis 0 is the axial (generated) slice axis, and
+    the canonical (z, y, x) spacing is used for the gradients."""
+    from seg2med_core.preprocess import SliceGrid
+
+    grid = SliceGrid.from_image(reference, None, 1)
+    reo = grid.reorientation
+    spacing = tuple(float(s) for s in reversed(grid.canonical.spacing))
+    return banding_comparison(reo.forward(np.asarray(synthetic)), reo.forward(np.asarray(real)),
+                              reo.forward(np.asarray(body, dtype=bool)), modality, spacing)  # type: ignore[arg-type]

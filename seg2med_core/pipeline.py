@@ -247,13 +247,31 @@ def synthesize(
 
 
 def compare_to_real(synthetic01: np.ndarray, real: sitk.Image, body: np.ndarray, modality: str) -> dict[str, Any]:
-    """SSIM/PSNR/MAE/HistCC inside the body; CT in HU (MAE in HU), MR in model space [0, 1]."""
+    """SSIM/PSNR/MAE/HistCC inside the body; CT in HU (MAE in HU), MR in model space [0, 1]; and under
+    ``"banding"`` the slice-consistency metric of the synthetic and the real volume (largest / mean jump of
+    the per-slice soft-tissue mean between adjacent axial slices, through-plane / in-plane gradient ratio)."""
     from seg2med_core.metrics import image_metrics
 
     real01 = normalise_image(real, modality)
     if modality == "ct":
-        return image_metrics(denormalise_ct(synthetic01), denormalise_ct(real01), body, "ct", 2000.0)
-    return image_metrics(synthetic01, real01, body, "mr", 1.0)
+        synthetic, reference = denormalise_ct(synthetic01), denormalise_ct(real01)
+        result = image_metrics(synthetic, reference, body, "ct", 2000.0)
+    else:
+        synthetic, reference = synthetic01, real01
+        result = image_metrics(synthetic, reference, body, "mr", 1.0)
+    result["banding"] = banding_or_reason(synthetic, reference, body, modality, real)
+    return result
+
+
+def banding_or_reason(synthetic: np.ndarray, real: np.ndarray, body: np.ndarray, modality: str, reference: sitk.Image) -> dict[str, Any]:
+    """Slice-consistency metric (:func:`seg2med_core.metrics.banding_for_image`), or ``{"skipped": reason}``
+    when the volume has nothing to measure it on (e.g. no soft tissue)."""
+    from seg2med_core.metrics import banding_for_image
+
+    try:
+        return banding_for_image(synthetic, real, body, modality, reference)
+    except Seg2MedError as exc:
+        return {"skipped": str(exc)}
 
 
 def convert(

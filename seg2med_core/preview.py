@@ -224,3 +224,101 @@ def _render(
     if text:
         fig.text(0.5, (FOOTER_PX / 2) / height, text, ha="center", va="center", color="white", fontsize=font)
     return fig
+
+
+# ------------------------------------------------------------------------------ coronal / sagittal
+REFORMAT_VIEWS = ("coronal", "sagittal")
+
+
+def reformat_planes(vol_canonical: np.ndarray, body: np.ndarray | None = None) -> dict[str, tuple[int, np.ndarray]]:
+    """Coronal and sagittal planes of a canonical LPS (z, y, x) volume through the body's centre.
+
+    Returns ``{"coronal": (y index, plane (z, x)), "sagittal": (x index, plane (z, y))}``; the planes are
+    flipped so the head is at the top (row 0 = most superior slice); coronal shows the patient's right on
+    the left (radiological), sagittal anterior on the left.
+    """
+    vol = np.asarray(vol_canonical)
+    if body is not None and np.asarray(body).any():
+        _, ys, xs = np.nonzero(body)
+        yc, xc = int(round(float(ys.mean()))), int(round(float(xs.mean())))
+    else:
+        yc, xc = vol.shape[1] // 2, vol.shape[2] // 2
+    return {"coronal": (yc, vol[::-1, yc, :]), "sagittal": (xc, vol[::-1, :, xc])}
+
+
+def save_reformats(
+    path: str | Path,
+    columns: Sequence[Column],
+    reference: Any,
+    *,
+    body: np.ndarray | None = None,
+    title: str | None = None,
+    footer: str | None = None,
+    panel_px: int = 320,
+) -> Path:
+    """PNG with a coronal row and a sagittal row, one column per volume, at the correct physical aspect.
+
+    ``columns``: ``(title, volume (z, y, x) in ``reference``'s array order, window)`` as in
+    :func:`save_preview`; ``reference`` (``sitk.Image``) gives the orientation and the voxel spacing, so a
+    2.5 mm slice is drawn 2.5 mm tall next to 0.7 mm pixels: bands between generated axial slices show up
+    as horizontal stripes. The planes go through the centre of ``body`` (else the volume's centre).
+    ``footer`` (e.g. the banding metric line) is printed underneath.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from seg2med_core.io import atomic_path
+    from seg2med_core.preprocess import array_to_canonical
+
+    path = Path(path)
+    vols, windows = _validate(path, columns, 1, body, max(panel_px, 32))
+    if tuple(reference.GetSize())[::-1] != vols[0].shape:
+        raise Seg2MedError(f"reference size {reference.GetSize()} does not match the volumes {vols[0].shape[::-1]}")
+    direction = reference.GetDirection()
+    canon = [array_to_canonical(v, direction) for v in vols]
+    body_c = None if body is None else array_to_canonical(np.asarray(body, dtype=bool), direction)
+    resolved = [_resolve_window(v, w, body_c) for v, w in zip(canon, windows)]
+    sz, sy, sx = _canonical_spacing(reference)
+    nz, ny, nx = canon[0].shape
+    extent_mm = {"coronal": (nx * sx, nz * sz), "sagittal": (ny * sy, nz * sz)}
+    scale = panel_px / max(nx * sx, ny * sy)  # one mm -> px scale for every panel
+    col_w = int(round(panel_px))
+    row_h = {v: int(round(extent_mm[v][1] * scale)) for v in REFORMAT_VIEWS}
+    header = HEADER_PX * (2 if title else 1)
+    foot = FOOTER_PX * (len(footer.split("\n")) if footer else 0)
+    width, height = len(canon) * col_w, header + sum(row_h.values()) + foot
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="black")
+    FigureCanvasAgg(fig)
+    font = max(7.0, min(12.0, col_w / 26))
+    if title:
+        fig.text(0.5, 1 - (HEADER_PX / 2) / height, title, ha="center", va="center", color="white", fontsize=font + 1)
+    planes = [reformat_planes(v, body_c) for v in canon]
+    for c, ((name, _, _), window) in enumerate(zip(columns, resolved)):
+        fig.text((c + 0.5) * col_w / width, 1 - (header - HEADER_PX / 2) / height, name,
+                 ha="center", va="center", color="white", fontsize=font)
+        top = header
+        for view in REFORMAT_VIEWS:
+            index, plane = planes[c][view]
+            w_mm, h_mm = extent_mm[view]
+            w_px = w_mm * scale
+            left = c * col_w + (col_w - w_px) / 2
+            ax = fig.add_axes((left / width, 1 - (top + row_h[view]) / height, w_px / width, row_h[view] / height))
+            ax.set_axis_off()
+            if window == "labels":
+                ax.imshow(_label_colours(plane), interpolation="nearest", aspect="auto", extent=(0, w_mm, 0, h_mm))
+            else:
+                vmin, vmax = window  # type: ignore[misc]
+                ax.imshow(plane, cmap="gray", vmin=vmin, vmax=vmax, interpolation="antialiased", aspect="auto",
+                          extent=(0, w_mm, 0, h_mm))
+            if c == 0:
+                where = f"y={index}" if view == "coronal" else f"x={index}"
+                ax.text(0.02, 0.98, f"{view} {where}", transform=ax.transAxes, ha="left", va="top", color="yellow",
+                        fontsize=font - 2)
+            top += row_h[view]
+    if footer:
+        for i, line in enumerate(footer.split("\n")):
+            fig.text(0.5, (foot - FOOTER_PX * (i + 0.5)) / height, line, ha="center", va="center", color="white",
+                     fontsize=max(6.0, font - 2))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path

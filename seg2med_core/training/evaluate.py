@@ -7,6 +7,9 @@ and overall (when torch-fidelity and the Inception weights are available); Dice 
 re-segmenting the synthetic CT with TotalSegmentator (when it and its weights are installed). Whatever
 cannot be computed is recorded as ``skipped: <reason>`` in ``eval.json`` and the tables, never silently.
 
+Every case also gets the slice-consistency (banding) columns of :data:`BANDING_METRICS` and, with images,
+a coronal / sagittal reformat PNG (synthetic | real, physical aspect) in ``reformats/``.
+
 Outputs in ``EVAL_DIR``: ``per_case.csv``, ``summary.csv``, ``summary.md`` (paper Table II layout),
 ``eval.json``, ``<metric>_cases.png`` / ``<metric>_box.png`` (Fig. 4), optional ``images/``, and with
 ``compare`` also ``compare.csv`` / ``compare.md`` (Mann–Whitney U, Table III).
@@ -33,6 +36,12 @@ from seg2med_core.training.baselines import Method
 from seg2med_core.training.dataset import CaseSpec, read_case_segmentation
 
 IMAGE_METRICS = ("ssim", "psnr", "mae", "histcc", "fsim")
+#: Slice-consistency columns (``seg2med_core.metrics.banding_comparison``): largest / mean jump of the per-slice
+#: soft-tissue mean between adjacent axial slices and the through-plane / in-plane gradient ratio, for the
+#: synthetic image, the real one (``_real``) and synthetic / real (``_x``).
+BANDING_METRICS = ("jump_max", "jump_max_real", "jump_max_x", "jump_mean", "jump_mean_real", "jump_mean_x",
+                   "grad_ratio", "grad_ratio_real", "grad_ratio_x")
+_BANDING_SOURCE = {"jump_max": "max_jump", "jump_mean": "mean_jump", "grad_ratio": "gradient_ratio"}
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[int, int, str], None]
 
@@ -100,11 +109,13 @@ def evaluate_case(
     options: EvalOptions,
     progress: ProgressFn | None = None,
     cancel: Callable[[], bool] | None = None,
+    reformat: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], sitk.Image, Any]:
     """Synthesise one case and compare it with its real image.
 
     Returns (row of metrics, canonical evaluated arrays ``pred01``/``real01``/``body`` for FID, the
-    synthetic image in the case's geometry, the segmentation).
+    synthetic image in the case's geometry, the segmentation). ``reformat``: also write a PNG with the
+    coronal and sagittal planes (synthetic | real) of the evaluated slices there.
     """
     from seg2med_core import io
     from seg2med_core.metrics import image_metrics
@@ -144,12 +155,58 @@ def evaluate_case(
     row.update({k: float(v) for k, v in m.items() if k in IMAGE_METRICS})
     if "fsim_skipped" in m:
         row["fsim_skipped"] = str(m["fsim_skipped"])
+    banding = _banding(pred_c, real_c, mask_c, modality, image)
+    row.update(banding_columns(banding))
+    if reformat is not None:
+        _write_reformat(reformat, pred_c, real_c, mask_c, modality, image, spec.case_id, banding)
     pred01 = np.where(mask_c, _to01(pred_c, modality), 0.0).astype(np.float32)
     real01 = np.where(mask_c, _to01(real_c, modality), 0.0).astype(np.float32)
     keep = mask_c.reshape(mask_c.shape[0], -1).any(axis=1)
     out_img = sitk.GetImageFromArray(pred.astype(np.int16 if modality == "ct" else np.float32))
     out_img.CopyInformation(image)
     return row, {"pred01": pred01[keep], "real01": real01[keep]}, out_img, (seg, body_eval)
+
+
+def _banding(pred_c: np.ndarray, real_c: np.ndarray, mask_c: np.ndarray, modality: str, image: sitk.Image) -> dict[str, Any]:
+    from seg2med_core.metrics import banding_comparison
+    from seg2med_core.preprocess import SliceGrid
+
+    spacing = tuple(float(v) for v in reversed(SliceGrid.from_image(image, None, 1).canonical.spacing))
+    try:
+        return banding_comparison(pred_c, real_c, mask_c, modality, spacing)  # type: ignore[arg-type]
+    except Seg2MedError as exc:  # e.g. no soft tissue in the evaluated slices
+        return {"skipped": str(exc)}
+
+
+def banding_columns(banding: dict[str, Any]) -> dict[str, float]:
+    """The :data:`BANDING_METRICS` columns of one :func:`seg2med_core.metrics.banding_comparison` result
+    (none when it was skipped; non-finite values, e.g. a ratio to a real jump of 0, are left out)."""
+    if "synthetic" not in banding:
+        return {}
+    out: dict[str, float] = {}
+    for column, key in _BANDING_SOURCE.items():
+        for suffix, part in (("", "synthetic"), ("_real", "real"), ("_x", "ratio")):
+            value = float(banding[part][key])
+            if math.isfinite(value):
+                out[column + suffix] = value
+    return out
+
+
+def _write_reformat(path: Path, pred_c: np.ndarray, real_c: np.ndarray, mask_c: np.ndarray, modality: str,
+                    image: sitk.Image, case_id: str, banding: dict[str, Any]) -> None:
+    """Coronal / sagittal PNG of the evaluated canonical slices (an LPS image of that block gives the aspect)."""
+    from seg2med_core.metrics import banding_line
+    from seg2med_core.preprocess import SliceGrid
+    from seg2med_core.preview import CT_SOFT_TISSUE, save_reformats
+
+    spacing = SliceGrid.from_image(image, None, 1).canonical.spacing
+    ref = sitk.Image([int(n) for n in pred_c.shape[::-1]], sitk.sitkUInt8)
+    ref.SetSpacing(tuple(float(v) for v in spacing))
+    ref.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))  # the arrays are already LPS
+    window = CT_SOFT_TISSUE if modality == "ct" else None
+    footer = ("slice consistency: " + banding_line(banding, "HU" if modality == "ct" else "")) if "synthetic" in banding else None
+    save_reformats(path, [("synthetic", pred_c, window), ("real", real_c, window)], ref, body=mask_c, title=case_id,
+                   footer=footer)
 
 
 # ------------------------------------------------------------------------------------------ FID / Dice
@@ -248,7 +305,8 @@ def evaluate(
             raise Cancelled("evaluation cancelled")
         log(f"case {i + 1}/{len(cases)}: {spec.case_id}")
         try:
-            row, arrays, synthetic, (seg, body_eval) = evaluate_case(spec, method, options, progress, cancel)
+            reformat = out / "reformats" / f"{spec.case_id}_{method.name}.png" if options.save_images else None
+            row, arrays, synthetic, (seg, body_eval) = evaluate_case(spec, method, options, progress, cancel, reformat)
         except (Seg2MedError, RuntimeError, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             skipped.append((spec.case_id, reason))
@@ -288,7 +346,7 @@ def evaluate(
                 continue
             fid[name] = compute_fid(group["fake"], group["real"])
 
-    metrics = [m for m in IMAGE_METRICS if any(m in r for r in rows)]
+    metrics = [m for m in IMAGE_METRICS + BANDING_METRICS if any(m in r for r in rows)]
     summaries = stats.summarise(rows, metrics)
     result = EvalResult(out, rows, summaries, notes, skipped, fid)
     _write_outputs(result, method.name, metrics, dice_rows, compare, settings or {}, log)
