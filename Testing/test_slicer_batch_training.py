@@ -47,7 +47,8 @@ def test_find_cases_layouts(tmp_path: Path) -> None:
     (tmp_path / "b.nii.gz").write_text("x", encoding="utf-8")
     (tmp_path / "empty_folder").mkdir()
     cases = seg2med_batch.find_cases(tmp_path)
-    assert [(c.name, c.image is not None) for c in cases] == [("a", True), ("b", False)]
+    assert [(c.name, c.seg is not None, c.image is not None) for c in cases] == [("a", True, True), ("b", True, False), ("empty_folder", False, False)]
+    assert "has no segmentation" in cases[2].problem
     with pytest.raises(ValueError, match="no cases"):
         seg2med_batch.find_cases(tmp_path / "empty_folder")
 

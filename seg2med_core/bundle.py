@@ -13,6 +13,7 @@ import dataclasses
 import datetime as _dt
 import io
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -33,6 +34,31 @@ METADATA_FILE = "metadata.json"
 MODEL_CARD_FILE = "MODEL_CARD.md"
 MODALITIES: tuple[str, ...] = ("ct", "mr")
 MODEL_KINDS: tuple[str, ...] = ("diffusion", "regression")
+#: The intensity normalisations this version applies (``preprocess.normalise_ct`` / ``normalise_mr`` and the
+#: prior's window are fixed): a bundle trained with another one would be scaled wrongly, so it is refused.
+SUPPORTED_INTENSITY: dict[str, dict[str, Any]] = {
+    "ct": {"kind": "ct_window", "level": 0.0, "width": 2000.0},
+    "mr": {"kind": "mr_percentile", "p_lo": 10.0, "p_hi": 90.0},
+}
+#: Plausible in-plane grids (mm per pixel, pixels per side); outside them a bundle is refused at load.
+SPACING_XY_RANGE = (0.05, 50.0)
+IMAGE_SIZE_RANGE = (8, 2048)
+#: Largest network a bundle may describe (parameters); checked on the meta device, before any allocation.
+MAX_PARAMETERS = 2_000_000_000
+FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+def _intensity_matches(given: dict[str, Any], supported: dict[str, Any]) -> bool:
+    if set(given) != set(supported):
+        return False
+    for key, want in supported.items():
+        value = given[key]
+        if isinstance(want, str):
+            if value != want:
+                return False
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != want:
+            return False
+    return True
 
 
 def current_package_versions() -> dict[str, str]:
@@ -98,10 +124,27 @@ class BundleMetadata:
             )
         if self.model_kind == "regression" and is_diffusion_config(self.network):
             raise Seg2MedError(f"{source}: a regression model cannot use DiffusionModelUNet (set network 'class')")
-        if not isinstance(self.spacing_xy, (int, float)) or isinstance(self.spacing_xy, bool) or self.spacing_xy <= 0:
-            raise Seg2MedError(f"{source}: spacing_xy must be a positive number of mm, got {self.spacing_xy!r}")
-        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or self.image_size <= 0:
-            raise Seg2MedError(f"{source}: image_size must be a positive integer, got {self.image_size!r}")
+        lo, hi = SPACING_XY_RANGE
+        if (
+            not isinstance(self.spacing_xy, (int, float))
+            or isinstance(self.spacing_xy, bool)
+            or not math.isfinite(self.spacing_xy)
+            or not lo <= self.spacing_xy <= hi
+        ):
+            raise Seg2MedError(f"{source}: spacing_xy must be a number of mm between {lo:g} and {hi:g}, got {self.spacing_xy!r}")
+        lo_px, hi_px = IMAGE_SIZE_RANGE
+        if not isinstance(self.image_size, int) or isinstance(self.image_size, bool) or not lo_px <= self.image_size <= hi_px:
+            raise Seg2MedError(f"{source}: image_size must be an integer between {lo_px} and {hi_px} pixels, got {self.image_size!r}")
+        from seg2med_core.labels import LABEL_SETS
+
+        if self.label_set not in LABEL_SETS:
+            raise Seg2MedError(f"{source}: label_set {self.label_set!r} is not a known label set (one of {', '.join(LABEL_SETS)})")
+        supported = SUPPORTED_INTENSITY[self.modality]
+        if not _intensity_matches(self.intensity, supported):
+            raise Seg2MedError(
+                f"{source}: intensity {json.dumps(self.intensity)} is not supported; this version normalises "
+                f"{self.modality.upper()} only as {json.dumps(supported)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
@@ -157,16 +200,68 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     """Load a bundle folder: validate metadata, build the network, load safetensors weights strictly."""
     folder = _check_folder(path)
     metadata = read_metadata(folder)
+    state = check_weights(folder, metadata)
+    network = build_network(metadata.network)
+    _load_state_strict(network, state, str(folder / WEIGHTS_FILE))
+    return Bundle(metadata=metadata, network=network.to(device).eval(), path=folder)
+
+
+def _expected_state(metadata: BundleMetadata) -> dict[str, torch.Tensor]:
+    """The state dict the network config asks for, built on the meta device (shapes only, no memory)."""
+    with torch.device("meta"):
+        network = build_network(metadata.network)
+    return network.state_dict()
+
+
+def check_weights(path: str | os.PathLike[str], metadata: BundleMetadata | None = None) -> dict[str, torch.Tensor]:
+    """Validate a bundle's ``model.safetensors`` against its network config and return the tensors (CPU).
+
+    In this order, so nothing large is allocated for a bad bundle: the config's network is built on the meta
+    device and its size bounded; the safetensors header's names, shapes and dtypes must match it (floating
+    point where the network has floating point); only then are the tensors read, and each must be finite.
+    """
+    folder = _check_folder(path)
+    metadata = metadata or read_metadata(folder)
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise Seg2MedError(f"model bundle '{folder}' has no {WEIGHTS_FILE}")
+    expected = _expected_state(metadata)
+    n_values = sum(t.numel() for t in expected.values())
+    if n_values > MAX_PARAMETERS:
+        raise Seg2MedError(
+            f"'{folder / METADATA_FILE}': network config describes {n_values / 1e9:.1f} G parameters "
+            f"(more than {MAX_PARAMETERS / 1e9:g} G); refusing to build it"
+        )
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            header = {k: (tuple(handle.get_slice(k).get_shape()), handle.get_slice(k).get_dtype()) for k in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise Seg2MedError(f"weights '{weights_path}' are unreadable or corrupt ({_first_line(exc)})") from exc
+    missing = [k for k in expected if k not in header]
+    unexpected = [k for k in header if k not in expected]
+    if missing or unexpected:
+        detail = f"missing {len(missing)} (e.g. {missing[0]})" if missing else ""
+        if unexpected:
+            detail += ("; " if detail else "") + f"unexpected {len(unexpected)} (e.g. {unexpected[0]})"
+        raise Seg2MedError(f"weights in {weights_path} do not match the network config: {detail}")
+    for key, tensor in expected.items():
+        shape, dtype = header[key]
+        if shape != tuple(tensor.shape):
+            raise Seg2MedError(
+                f"weights in {weights_path} do not match the network config: {key} has shape {shape}, "
+                f"expected {tuple(tensor.shape)}"
+            )
+        if tensor.is_floating_point() and dtype not in FLOAT_DTYPES:
+            raise Seg2MedError(f"weights in {weights_path}: {key} has dtype {dtype}; network weights must be floating point")
     try:
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise Seg2MedError(f"weights '{weights_path}' are unreadable or corrupt ({exc})") from exc
-    network = build_network(metadata.network)
-    _load_state_strict(network, state, str(weights_path))
-    return Bundle(metadata=metadata, network=network.to(device).eval(), path=folder)
+        raise Seg2MedError(f"weights '{weights_path}' are unreadable or corrupt ({_first_line(exc)})") from exc
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise Seg2MedError(f"weights in {weights_path}: {key} has {bad} NaN/Inf value(s); the model is broken")
+    return state
 
 
 def save_bundle(

@@ -765,6 +765,17 @@ def _paint_pelvis(cv: _Canvas, an: _Anatomy, clip: np.ndarray, rng: np.random.Ge
 
 
 # --------------------------------------------------------------------------------------------- public
+#: Phantom seeds are used as ``numpy.random.default_rng(seed + k)``, which needs non-negative integers.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` if it is an integer in 0..MAX_SEED, else raise a one-line error naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise Seg2MedError(f"phantom seed must be an integer between 0 and {MAX_SEED}, got {seed!r}")
+    return seed
+
+
 def make_phantom(
     seed: int = 0,
     sex: Sex = "male",
@@ -780,6 +791,7 @@ def make_phantom(
     lung bases, pelvis: below the femoral heads to L4, abdomen-pelvis: both). Returns a
     ``Segmentation`` in LPS patient coordinates (identity direction, x = 0 midline, z = 0 top of S1).
     """
+    check_seed(seed)
     if sex not in SEXES:
         raise Seg2MedError(f"phantom sex must be one of {', '.join(SEXES)}, got '{sex}'")
     if region not in REGIONS:

@@ -58,6 +58,9 @@ def parse_organ_spec(spec: str) -> tuple[str, list[str]]:
 def run_phantom(args: argparse.Namespace) -> int:
     from . import io
 
+    from .phantom import check_seed
+
+    check_seed(args.seed)
     reporter = make_reporter(args)
     try:
         if args.compose:

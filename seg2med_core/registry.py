@@ -29,8 +29,8 @@ ProgressFn = Callable[[int, int, str], None]
 #: What a registry entry name may look like: it becomes a folder name under the model cache, so no path
 #: separators, no leading dot (``.``, ``..``, hidden files), nothing but letters, digits and ``._+-``.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
-#: File inside a cached download recording the archive checksum it came from.
-SHA_STAMP = ".seg2med-sha256"
+#: File inside a cached download recording the archive checksum it came from and the SHA-256 of each file.
+MANIFEST = ".seg2med-manifest.json"
 
 
 def check_entry_name(name: Any, where: str = "model registry") -> str:
@@ -122,12 +122,14 @@ def load_registry(path: str | Path | None = None) -> list[RegistryEntry]:
 def register_bundle(bundle_dir: str | Path, name: str | None = None, registry: str | Path | None = None) -> RegistryEntry:
     """Add a local bundle folder to the user's registry (atomic rewrite) and return its entry.
 
-    The bundle's metadata is validated first; an entry of the same name is replaced.
+    The bundle's metadata and weights are validated first and the name must pass :func:`check_entry_name`;
+    an entry of the same name is replaced.
     """
-    from seg2med_core.bundle import read_metadata
+    from seg2med_core.bundle import check_weights, read_metadata
 
     bundle_dir = Path(bundle_dir).expanduser().resolve()
     meta = read_metadata(bundle_dir)
+    check_weights(bundle_dir, meta)  # no entry for a bundle without (valid) weights
     check_entry_name(name or meta.name, f"bundle '{bundle_dir}'" + ("" if name else " (its metadata name; give another with --name)"))
     reg_path = Path(registry) if registry else user_registry_path()
     data = _read_registry_file(reg_path) if reg_path.exists() else {"schema": 1, "models": []}
@@ -189,13 +191,91 @@ def _inside(path: Path, root: Path) -> bool:
     return path != root and path.is_relative_to(root)
 
 
+def _limit(env: str, default_mb: int) -> int:
+    """A size limit in bytes: ``env`` (MB) when set to a positive number, else ``default_mb``."""
+    try:
+        value = float(os.environ.get(env, default_mb))
+    except ValueError:
+        raise Seg2MedError(f"{env}={os.environ[env]!r} must be a number of MB") from None
+    if not value > 0:
+        raise Seg2MedError(f"{env}={os.environ[env]!r} must be a positive number of MB")
+    return int(value * (1 << 20))
+
+
+def max_download_bytes() -> int:
+    """Largest archive a download may be (``SEG2MED_MAX_DOWNLOAD_MB``, default 8192 MB), checked while streaming."""
+    return _limit("SEG2MED_MAX_DOWNLOAD_MB", 8192)
+
+
+def max_unpacked_bytes() -> int:
+    """Largest unpacked bundle (``SEG2MED_MAX_UNPACKED_MB``, default 16384 MB)."""
+    return _limit("SEG2MED_MAX_UNPACKED_MB", 16384)
+
+
+#: An archive may unpack to at most this many times its own size (once it unpacks to more than
+#: :data:`RATIO_FLOOR` bytes): float weights barely compress, so a larger ratio means a zip bomb.
+MAX_RATIO = 10
+RATIO_FLOOR = 16 << 20
+MAX_MEMBERS = 1000
+
+
+def _check_archive(zf: zipfile.ZipFile, archive: Path, entry: RegistryEntry) -> None:
+    """Refuse an archive whose declared contents are too many, too large or too compressed (zipfile then
+    enforces the declared sizes while extracting: a member cannot unpack to more than it declares)."""
+    members = zf.infolist()
+    if len(members) > MAX_MEMBERS:
+        raise Seg2MedError(f"model '{entry.name}' archive {entry.url} has {len(members)} entries (at most {MAX_MEMBERS})")
+    total = sum(m.file_size for m in members)
+    limit = max_unpacked_bytes()
+    if total > limit:
+        raise Seg2MedError(
+            f"model '{entry.name}' archive {entry.url} unpacks to {total / 1e6:.1f} MB, more than the "
+            f"{limit / 1e6:.0f} MB limit (SEG2MED_MAX_UNPACKED_MB)"
+        )
+    size = max(archive.stat().st_size, 1)
+    if total > RATIO_FLOOR and total > MAX_RATIO * size:
+        raise Seg2MedError(
+            f"model '{entry.name}' archive {entry.url} unpacks to {total / 1e6:.1f} MB from {size / 1e6:.1f} MB "
+            f"(ratio {total / size:.0f}, at most {MAX_RATIO}): refusing a possible zip bomb"
+        )
+
+
+def _bundle_files(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file in a bundle folder except the manifest."""
+    return {
+        p.relative_to(folder).as_posix(): sha256_of(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def cached_bundle_ok(folder: Path, expected_sha256: str) -> bool:
+    """True when ``folder`` is an intact copy unpacked from the archive with ``expected_sha256``: its
+    manifest names that archive and every file (no more, no fewer) still has the hash recorded at unpacking."""
+    manifest = folder / MANIFEST
+    if not manifest.is_file() or folder.is_symlink():
+        return False
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(data, dict) or data.get("archive_sha256") != expected_sha256:
+        return False
+    try:
+        return _bundle_files(folder) == data.get("files")
+    except OSError:
+        return False
+
+
 def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, timeout: float = 30.0) -> Path:
     """Download, verify (SHA-256) and unpack a registry entry's zip into the user cache; return the folder.
 
-    Nothing is cached unless the checksum matches and the archive holds exactly one valid bundle
-    (``metadata.json`` parses); a cached copy made from another checksum is replaced.
+    Nothing is cached unless the download stays under :func:`max_download_bytes` (checked while streaming),
+    the checksum matches, the archive passes the size/ratio limits and holds exactly one bundle whose
+    metadata and weights both validate (:func:`seg2med_core.bundle.check_weights`). The cached copy records
+    the hash of each of its files; it is re-hashed on every use and downloaded again if anything changed.
     """
-    from seg2med_core.bundle import read_metadata
+    from seg2med_core.bundle import check_weights, read_metadata
 
     if not entry.url:
         raise Seg2MedError(f"model '{entry.name}' has no url to download from")
@@ -203,22 +283,34 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
         raise Seg2MedError(f"model '{entry.name}' has a url but no sha256 in the registry; refusing an unverified download")
     expected = entry.sha256.lower()
     target = cache_dir_for(entry)
-    stamp = target / SHA_STAMP
-    if (target / "metadata.json").exists() and stamp.exists() and stamp.read_text(encoding="utf-8").strip() == expected:
+    if target.is_dir() and cached_bundle_ok(target, expected):
         return target
+    limit = max_download_bytes()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{entry.name}.download-", dir=target.parent) as tmpdir:
         archive = Path(tmpdir) / "bundle.zip"
         try:
             with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(archive, "wb") as fh:
                 total = int(resp.headers.get("Content-Length") or 0)
+                if total > limit:
+                    raise Seg2MedError(
+                        f"model '{entry.name}' download from {entry.url} is {total / 1e6:.1f} MB, more than the "
+                        f"{limit / 1e6:.0f} MB limit (SEG2MED_MAX_DOWNLOAD_MB)"
+                    )
                 done = 0
                 while chunk := resp.read(1 << 20):
-                    fh.write(chunk)
                     done += len(chunk)
+                    if done > limit:
+                        raise Seg2MedError(
+                            f"model '{entry.name}' download from {entry.url} exceeded the {limit / 1e6:.0f} MB limit "
+                            "(SEG2MED_MAX_DOWNLOAD_MB); stopped"
+                        )
+                    fh.write(chunk)
                     if progress:
                         progress(done, total, f"downloading {entry.name}")
         except (OSError, ValueError) as exc:
+            if isinstance(exc, Seg2MedError):
+                raise
             raise Seg2MedError(f"could not download model '{entry.name}' from {entry.url}: {exc}") from exc
         digest = sha256_of(archive)
         if digest != expected:
@@ -226,17 +318,23 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
         unpacked = Path(tmpdir) / "unpacked"
         try:
             with zipfile.ZipFile(archive) as zf:
+                _check_archive(zf, archive, entry)
                 zf.extractall(unpacked)
-        except zipfile.BadZipFile as exc:
-            raise Seg2MedError(f"model '{entry.name}' download from {entry.url} is not a zip archive: {exc}") from exc
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, EOFError) as exc:
+            raise Seg2MedError(f"model '{entry.name}' download from {entry.url} is not a usable zip archive: {exc}") from exc
+        except OSError as exc:
+            raise Seg2MedError(f"cannot unpack model '{entry.name}' into '{target.parent}': {exc.strerror or exc}") from exc
         found = [p.parent for p in unpacked.rglob("metadata.json")]
         if len(found) != 1:
             raise Seg2MedError(f"model '{entry.name}' archive holds {len(found)} bundles, expected one")
-        read_metadata(found[0])  # a broken bundle is never cached
-        (found[0] / SHA_STAMP).write_text(expected + "\n", encoding="utf-8")
-        if target.exists():
+        check_weights(found[0], read_metadata(found[0]))  # a broken bundle (metadata or weights) is never cached
+        (found[0] / MANIFEST).write_text(
+            json.dumps({"archive_sha256": expected, "url": entry.url, "files": _bundle_files(found[0])}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+        if target.exists() or target.is_symlink():
             # move the old copy into the temporary folder (deleted with it) instead of deleting in place
-            if not _inside(target, cache_root()):
+            if target.is_symlink() or not _inside(target, cache_root()):
                 raise Seg2MedError(f"model cache folder '{target}' is outside '{cache_root()}'; refusing to replace it")
             os.replace(target, Path(tmpdir) / "previous")
         os.replace(found[0], target)

@@ -9,9 +9,12 @@ at any moment leaves either the previous or the new checkpoint, never a half-wri
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,15 +77,50 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (replacing an older one at ``folder``)."""
     folder = Path(folder)
-    with atomic_folder(folder) as tmp:
-        weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-        save_file(weights, str(tmp / WEIGHTS), metadata={"step": str(state.step)})
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "train_state": state.__dict__, "rng": rng_state(), "config": config},
-            tmp / STATE,
-        )
-        (tmp / INFO).write_text(json.dumps({**state.__dict__}, indent=2, default=float) + "\n", encoding="utf-8")
+    try:
+        with atomic_folder(folder) as tmp:
+            weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+            save_file(weights, str(tmp / WEIGHTS), metadata={"step": str(state.step)})
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "train_state": state.__dict__, "rng": rng_state(), "config": config},
+                tmp / STATE,
+            )
+            (tmp / INFO).write_text(json.dumps({**state.__dict__}, indent=2, default=float) + "\n", encoding="utf-8")
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError ("file write failed")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).strip().splitlines()[0]
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        previous = " (the previous checkpoint is intact)" if find_checkpoint(folder) is not None else ""
+        raise Seg2MedError(f"cannot write checkpoint '{folder}' at step {state.step}: {reason}{previous}") from None
     return folder
+
+
+#: Temporary names :func:`seg2med_core.io.atomic_folder` gives a checkpoint being written (``.latest.tmp-XXXX``)
+#: or the previous one while it is swapped (``.latest.old-XXXX``); a kill can leave them behind.
+_LEFTOVER = re.compile(r"\.(latest|best|bundle)\.(tmp|old)-[A-Za-z0-9_]{8}")
+
+
+def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete seg2med's own temporary checkpoint folders in ``folder`` left by a killed run; return them.
+
+    ``.X.old-*`` folders are kept while ``X`` itself is missing or incomplete: :func:`find_checkpoint` then
+    resumes from the copy inside them.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in sorted(folder.iterdir()):
+        match = _LEFTOVER.fullmatch(path.name)
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        name, kind = match.groups()
+        needed = ("metadata.json", WEIGHTS) if name == "bundle" else (STATE, WEIGHTS)
+        if kind == "old" and not all((folder / name / f).is_file() for f in needed):
+            continue  # the only complete copy may be the one inside
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def find_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
@@ -104,17 +142,64 @@ def load_checkpoint(
 ) -> tuple[TrainState, dict[str, Any], dict[str, Any]]:
     """Load weights (and optimiser state) in place; returns (train state, RNG state, config)."""
     folder = Path(folder)
+    for name in (WEIGHTS, STATE):
+        if not (folder / name).is_file():
+            raise Seg2MedError(f"checkpoint '{folder}' has no {name} (incomplete checkpoint)")
     try:
         weights = load_file(str(folder / WEIGHTS), device="cpu")
         payload = torch.load(folder / STATE, map_location=map_location, weights_only=True)
     except Exception as exc:  # safetensors/torch raise several types for corrupt files
-        raise Seg2MedError(f"checkpoint '{folder}' is unreadable ({exc})") from exc
+        raise Seg2MedError(f"checkpoint '{folder}' is unreadable ({_first_line(exc)})") from exc
+    where = f"checkpoint '{folder / STATE}'"
+    if not isinstance(payload, dict):
+        raise Seg2MedError(f"{where} holds {type(payload).__name__}, expected a dict of {', '.join(PAYLOAD_KEYS)}")
+    _check_keys(payload, PAYLOAD_KEYS, where)
+    fields = tuple(TrainState.__dataclass_fields__)
+    if not isinstance(payload["train_state"], dict):
+        raise Seg2MedError(f"{where}: train_state is not a dict")
+    _check_keys(payload["train_state"], fields, f"{where} train_state")
     train_state = TrainState(**payload["train_state"])
+    for key in ("step", "epoch", "batch_in_epoch"):
+        value = getattr(train_state, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise Seg2MedError(f"{where}: train_state {key} must be a non-negative integer, got {value!r}")
+    if not isinstance(payload["config"], dict):
+        raise Seg2MedError(f"{where}: config is not a dict")
+    check_rng_state(payload["rng"], where)
     try:
         network.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise Seg2MedError(f"checkpoint '{folder}' does not match the network config: {first}") from exc
+        raise Seg2MedError(f"checkpoint '{folder}' does not match the network config: {_first_line(exc)}") from exc
     if optimizer is not None:
-        optimizer.load_state_dict(payload["optimizer"])
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise Seg2MedError(f"{where}: optimizer state does not fit the network ({_first_line(exc)})") from exc
     return train_state, payload["rng"], payload["config"]
+
+
+PAYLOAD_KEYS = ("optimizer", "train_state", "rng", "config")
+
+
+def _check_keys(data: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in data]
+    extra = [str(k) for k in data if k not in keys]
+    if missing or extra:
+        parts = ([f"missing key(s) {', '.join(missing)}"] if missing else []) + ([f"unexpected key(s) {', '.join(extra)}"] if extra else [])
+        raise Seg2MedError(f"{where} is not a seg2med checkpoint: {'; '.join(parts)}")
+
+
+def check_rng_state(state: Any, where: str) -> None:
+    """Raise a one-line error unless ``state`` can be restored by :func:`set_rng_state` (tried, then undone)."""
+    before = rng_state()
+    try:
+        set_rng_state(state)
+    except Exception as exc:  # random/numpy/torch raise TypeError, ValueError, RuntimeError, KeyError...
+        raise Seg2MedError(f"{where}: the saved random-number state is broken ({type(exc).__name__}: {_first_line(exc)})") from None
+    finally:
+        set_rng_state(before)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -182,13 +182,20 @@ def discover_cases(data: str | os.PathLike[str]) -> list[CaseSpec]:
 
 def read_case_csv(path: Path) -> list[CaseSpec]:
     """Cases from a CSV with columns image, segmentation[, tissue_segmentation, split, dataset, case]."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in ("image", "segmentation") if c not in columns]
-        if missing:
-            raise Seg2MedError(f"CSV '{path}' lacks column(s) {missing} (has {columns})")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            missing = [c for c in ("image", "segmentation") if c not in columns]
+            if missing:
+                raise Seg2MedError(f"CSV '{path}' lacks column(s) {missing} (has {columns})")
+            rows = [{(k or "").strip(): (v if isinstance(v, str) else "").strip() for k, v in row.items()} for row in reader]
+    except UnicodeDecodeError as exc:
+        raise Seg2MedError(f"CSV '{path}' is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}): save it as UTF-8") from None
+    except csv.Error as exc:
+        raise Seg2MedError(f"CSV '{path}' cannot be parsed: {exc}") from None
+    except OSError as exc:
+        raise Seg2MedError(f"cannot read CSV '{path}': {exc.strerror or exc}") from None
     cases: list[CaseSpec] = []
     for line, row in enumerate(rows, start=2):
         split = row.get("split") or None

@@ -29,9 +29,12 @@ from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.network import build_network, build_scheduler
 from seg2med_core.training import ddp
 from seg2med_core.training.checkpoint import (
+    STATE,
+    WEIGHTS,
     TrainState,
     find_checkpoint,
     load_checkpoint,
+    remove_leftovers,
     save_checkpoint,
     set_rng_state,
 )
@@ -291,12 +294,41 @@ class Trainer:
         return True
 
     # -- main loop -------------------------------------------------------------------------------
-    def run(self, resume: bool = False) -> TrainResult:
-        cfg, ctx = self.config, self.ctx
-        has_checkpoint = find_checkpoint(self.checkpoint_dir / "latest") is not None
+    def _check_start(self, resume: bool) -> None:
+        """Refuse to start in a way that would lose or mix up an earlier run (nothing is written yet)."""
+        latest = self.checkpoint_dir / "latest"
+        has_checkpoint = find_checkpoint(latest) is not None
         if has_checkpoint and not resume:
             raise Seg2MedError(f"run folder '{self.run_dir}' already holds a checkpoint: add --resume or choose another --out")
+        if resume and not has_checkpoint:
+            if latest.is_dir():
+                missing = [f for f in (STATE, WEIGHTS) if not (latest / f).is_file()]
+                raise Seg2MedError(
+                    f"cannot resume '{self.run_dir}': checkpoint '{latest}' is incomplete (no {' and no '.join(missing)}); "
+                    "start a new run with another --out"
+                )
+            raise Seg2MedError(f"cannot resume '{self.run_dir}': there is no checkpoint at '{latest}' (run without --resume)")
+        if not resume and (self.run_dir / "train_log.csv").exists():
+            raise Seg2MedError(
+                f"run folder '{self.run_dir}' already holds a training log (train_log.csv) but no checkpoint to resume "
+                "from: choose another --out (or delete the folder)"
+            )
+
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train (from scratch, or from ``checkpoints/latest`` with ``resume``); full disks give one-line errors."""
+        try:
+            return self._run(resume)
+        except OSError as exc:
+            what = f"'{exc.filename}'" if exc.filename else f"in '{self.run_dir}'"
+            raise Seg2MedError(f"training stopped at step {self.state.step}: cannot write {what}: {exc.strerror or exc}") from None
+
+    def _run(self, resume: bool) -> TrainResult:
+        cfg, ctx = self.config, self.ctx
+        self._check_start(resume)
         resumed = self.resume() if resume else False
+        if ctx.is_main:
+            for leftover in remove_leftovers(self.checkpoint_dir) + remove_leftovers(self.run_dir):
+                self.log(f"removed {leftover.name}, left by an interrupted checkpoint")
         main = ctx.is_main
         if main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
