@@ -79,12 +79,11 @@ def test_prior_baseline_slices_and_compare(tmp_path: Path, cases: list[CaseSpec]
     assert all(0 < r["ssim"] < 1 and r["mae"] > 5 for r in prior.rows)
     oracle = evaluate(cases, Oracle(), tmp_path / "oracle", EvalOptions(slices=(1, 4), fid=False), compare=tmp_path / "prior")
     compare = (tmp_path / "oracle" / "compare.md").read_text(encoding="utf-8")
-    assert "oracle vs. prior" in compare and "| MAE | 3/3 |" in compare
+    assert "oracle vs. prior" in compare and "| MAE | 3/3 | – | n/a (too few cases: n=3) |" in compare
+    assert "at least 5 cases in each group" in compare  # 3 vs 3 cannot reach p < 0.05: no p-value is printed
     rows = stats.read_rows_csv(tmp_path / "oracle" / "compare.csv")
     mae = next(r for r in rows if r["metric"] == "mae")
-    # 3 vs 3, complete separation, ties among the oracle's zeros: scipy's tie-corrected normal approximation
-    assert float(mae["p_a_better"]) == pytest.approx(0.0318, abs=1e-3)
-    assert float(mae["p_two_sided"]) == pytest.approx(2 * float(mae["p_a_better"]), rel=1e-4)
+    assert mae["p_two_sided"] == "" and mae["note"] == "n/a (too few cases: n=3)"
     assert "| prior |" in (tmp_path / "oracle" / "summary.md").read_text(encoding="utf-8").replace("| oracle | prior |", "| prior |")
     assert oracle.rows[0]["mae"] == 0.0
 
@@ -117,6 +116,23 @@ def test_mann_whitney_known_samples() -> None:
     with pytest.raises(Seg2MedError, match="needs values"):
         stats.mann_whitney([], [1.0], "ssim")
     assert stats.format_p(1e-7) == "<0.00001"
+
+
+def test_mann_whitney_needs_five_cases_per_group() -> None:
+    """One case per group used to print p = 1.0 with no warning; now the test is not run below 5 per group."""
+    one = stats.compare_runs([{"ssim": 0.9}], [{"ssim": 0.5}], ["ssim"], "a", "b")
+    assert one[0].p_two_sided is None and one[0].p_text() == "n/a (too few cases: n=1)"
+    uneven = stats.compare_runs([{"mae": v} for v in range(7)], [{"mae": v} for v in range(4)], ["mae"], "a", "b")
+    assert uneven[0].p_text() == "n/a (too few cases: n=7 and 4)"
+    # 5 vs 5 with complete separation and ties among a's zeros: scipy's tie-corrected normal approximation
+    a = [{"mae": 0.0}] * 5
+    b = [{"mae": v} for v in (10.0, 11.0, 12.0, 13.0, 14.0)]
+    five = stats.compare_runs(a, b, ["mae"], "a", "b")[0]
+    direct = stats.mann_whitney([0.0] * 5, [10.0, 11.0, 12.0, 13.0, 14.0], "mae", "a", "b")
+    assert five.tested and five.p_two_sided == pytest.approx(direct.p_two_sided) and five.p_two_sided < 0.05
+    assert five.p_a_better == pytest.approx(five.p_two_sided / 2, rel=1e-4)
+    text = stats.comparison_markdown(one)
+    assert "| SSIM | 1/1 | – | n/a (too few cases: n=1) | n/a (too few cases: n=1) |" in text and "p = 1.0" in text
 
 
 def test_summary_known_values() -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 #: Soft-tissue window (W400/L40) for CT previews.
 CT_PREVIEW_WINDOW = (-160.0, 240.0)
 #: Modules that add their own subcommands (``add_subcommands(subparsers)``).
-SUBCOMMAND_MODULES = ("seg2med_core.training.cli", "seg2med_core.phantom_cli", "seg2med_core.demo")
+SUBCOMMAND_MODULES = ("seg2med_core.training.cli", "seg2med_core.datasets.cli", "seg2med_core.phantom_cli", "seg2med_core.demo")
 
 
 # --------------------------------------------------------------------------------------------- helpers

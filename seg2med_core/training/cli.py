@@ -18,8 +18,23 @@ from seg2med_core.errors import Cancelled, Seg2MedError
 
 
 # ------------------------------------------------------------------------------------------ arguments
+def _format_names() -> tuple[str, ...]:
+    from seg2med_core.datasets import format_names
+
+    return format_names()
+
+
 def _add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=None, help="data folder (one sub-folder per case, or <case>_image/<case>_seg files) or CSV (image,segmentation[,tissue_segmentation][,split][,dataset])")
+    p.add_argument(
+        "--data", nargs="+", action="extend", default=None, metavar="PATH",
+        help="data folder(s) or CSV: a public dataset layout (TotalSegmentator CT/MRI, SynthRAD2023/2025, AMOS22, nnU-Net raw; "
+        "see --format), one sub-folder per case, <case>_image/<case>_seg files, or a CSV (image,segmentation[,tissue_segmentation][,split][,dataset])",
+    )
+    p.add_argument("--format", dest="data_format", default="auto", metavar="FORMAT", help="layout of --data: auto (detect; default), " + ", ".join(_format_names()[1:]))
+    p.add_argument("--seg-from", choices=("ct", "mr"), default=None, help="paired layouts (SynthRAD): take the segmentation of this modality's image (the paper's Exp. IV conversion); default: the target modality")
+    p.add_argument("--test-cases", type=int, default=0, metavar="N", help="datasets without their own split: hold out N cases per dataset as test (fixed by --split-seed)")
+    p.add_argument("--val-cases", type=int, default=0, metavar="N", help="likewise N validation cases per dataset")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the --test-cases/--val-cases split (default 0)")
     p.add_argument("--image", default=None, help="one case: the real image (instead of --data)")
     p.add_argument("--segmentation", "--seg", dest="segmentation", default=None, help="one case: its segmentation")
     p.add_argument("--tissue-segmentation", default=None, help="one case: tissue_types(_mr) segmentation merged in")
@@ -64,7 +79,16 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--model", default=None, help="model bundle folder or registry name")
     who.add_argument("--baseline", choices=("prior",), default=None, help="prior: the prior image itself (no network)")
-    p.add_argument("--out", required=True, help="evaluation folder")
+    who.add_argument(
+        "--results", nargs="+", default=None, metavar="EVAL_DIR",
+        help="no synthesis: print the --table from earlier evaluation folders (e.g. UNet, CycleGAN, pix2pix, DDPM for Table II; the first is compared with the others)",
+    )
+    p.add_argument("--out", default=None, help="evaluation folder (required unless --results; with --results the table is also written there)")
+    p.add_argument(
+        "--table", choices=("ii", "iv", "vi"), default="ii",
+        help="paper table layout printed at the end: ii = datasets x methods per metric + Mann-Whitney (Exp. I), iv = datasets x metrics (Exp. II), vi = conversions x metrics (Exp. IV)",
+    )
+    p.add_argument("--run-names", default=None, help="comma-separated column/row labels for the runs of the table (default: method names, MR-to-CT for conversions)")
     p.add_argument("--split", default="auto", help="which CSV split to evaluate: auto (test, else val, else all), all, train, val, test")
     p.add_argument("--slices", default=None, help="START:STOP canonical axial slices to evaluate (e.g. a training hold-out)")
     p.add_argument("--sampler", choices=SAMPLER_KINDS, default=DEFAULT_SAMPLER)
@@ -81,15 +105,21 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _cases(args: argparse.Namespace):
-    from seg2med_core.training.dataset import CaseSpec, discover_cases
+def _cases(args: argparse.Namespace, modality: str | None = None):
+    """The cases of ``--data`` (any layout, see :mod:`seg2med_core.datasets`) or of one ``--image``/``--segmentation``."""
+    from seg2med_core.datasets import LayoutOptions, assign_splits, discover
+    from seg2med_core.training.dataset import CaseSpec
 
     if args.data and (args.image or args.segmentation):
         raise Seg2MedError("give either --data or --image/--segmentation, not both")
     if args.data:
-        return discover_cases(args.data)
+        options = LayoutOptions(modality=modality, seg_from=args.seg_from)
+        cases = discover(args.data, args.data_format, options)
+        return assign_splits(cases, args.test_cases, args.val_cases, args.split_seed)
     if not (args.image and args.segmentation):
         raise Seg2MedError("give --data FOLDER|CSV, or --image and --segmentation for one case")
+    if args.seg_from is not None and args.seg_from != modality:
+        raise Seg2MedError("--seg-from needs --data with a paired layout (SynthRAD)")
     image = Path(args.image)
     for path in (image, Path(args.segmentation)):
         if not path.exists():
@@ -190,7 +220,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     reporter = make_reporter(args) if ctx.is_main else SilentReporter()
     display = _TrainDisplay(args.progress_format if ctx.is_main else "none")
     try:
-        cases = _cases(args)
+        if args.seg_from is not None and args.seg_from != config.modality:
+            raise Seg2MedError(
+                f"--seg-from {args.seg_from} with a {config.modality.upper()} model is a conversion: evaluate it with seg2med evaluate, train on same-modality labels"
+            )
+        cases = _cases(args, config.modality)
+        held_out = [c for c in cases if c.split == "test"]
+        if held_out:
+            cases = [c for c in cases if c.split != "test"]
+            reporter.info(f"{len(held_out)} test case(s) are left out of training ({', '.join(c.case_id for c in held_out[:5])}{', ...' if len(held_out) > 5 else ''})")
+            if not cases:
+                raise Seg2MedError("every case has split 'test': nothing is left to train on")
         settings = PrepSettings(
             modality=config.modality,
             sequence=config.sequence,
@@ -209,7 +249,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         reporter.close()
         if not data.cases:
             raise Seg2MedError(f"no usable case among {len(cases)} ({'; '.join(f'{c}: {r}' for c, r in data.skipped[:3])})")
-        description = args.data or args.image
+        description = ", ".join(args.data) if args.data else args.image
         trainer = Trainer(config, data, args.out, ctx, log=reporter.info, on_step=display, data_description=str(description))
         result = trainer.run(resume=args.resume)
     finally:
@@ -239,30 +279,76 @@ def _select_split(cases, split: str):
     return chosen
 
 
+def _print_table(args: argparse.Namespace, runs, reporter) -> str:
+    from seg2med_core.training.paper_tables import render
+
+    if args.run_names:
+        names = [n.strip() for n in args.run_names.split(",")]
+        if len(names) != len(runs) or not all(names):
+            raise Seg2MedError(f"--run-names needs {len(runs)} non-empty name(s), got {args.run_names!r}")
+        for run, name in zip(runs, names):
+            run.name = name
+            run.settings = {k: v for k, v in run.settings.items() if k != "seg_from"}  # the given name wins
+    text = render(args.table, runs)
+    reporter.message(text.rstrip())
+    return text
+
+
+def _write_table(out: Path, table: str, text: str) -> Path:
+    from seg2med_core.io import atomic_path
+
+    path = out / f"table_{table}.md"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return path
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    """``seg2med evaluate --results DIR ...``: the paper table from earlier evaluations (nothing is synthesised)."""
+    from seg2med_core.training.paper_tables import load_run
+
+    reporter = make_reporter(args)
+    runs = [load_run(folder) for folder in args.results]
+    text = _print_table(args, runs, reporter)
+    if args.out:
+        path = _write_table(Path(args.out), args.table, text)
+        reporter.message(f"wrote {path}")
+        reporter.done(output=str(path))
+    else:
+        reporter.done(output=None)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from seg2med_core.device import pick_device
     from seg2med_core.sampler import SamplerConfig
     from seg2med_core.training.baselines import PriorBaseline, load_bundle_method
     from seg2med_core.training.evaluate import EvalOptions, evaluate, parse_slices
+    from seg2med_core.training.paper_tables import load_run
 
+    if args.results:
+        return cmd_results(args)
+    if not args.out:
+        raise Seg2MedError("give --out EVAL_DIR for the evaluation (only --results works without it)")
+    if args.steps < 1:
+        raise Seg2MedError(f"--steps must be at least 1, got {args.steps}")
+    if args.baseline and not args.modality:
+        raise Seg2MedError("--baseline prior needs --modality ct|mr")
+    if args.run_names and len(args.run_names.split(",")) != 1 + bool(args.compare):
+        raise Seg2MedError(f"--run-names needs {1 + bool(args.compare)} name(s) (this run{' and --compare' if args.compare else ''}), got {args.run_names!r}")
     reporter = make_reporter(args)
-    cases = _select_split(_cases(args), args.split)
     device = pick_device(args.device)
-    settings: dict[str, Any] = {"split": args.split, "slices": args.slices}
+    settings: dict[str, Any] = {"split": args.split, "slices": args.slices, "seg_from": args.seg_from, "format": args.data_format}
     if args.model:
-        steps = args.steps
-        if steps < 1:
-            raise Seg2MedError(f"--steps must be at least 1, got {steps}")
-        sampler = SamplerConfig(kind=args.sampler, steps=steps, seed=args.seed, batch_size=args.batch_size)
+        sampler = SamplerConfig(kind=args.sampler, steps=args.steps, seed=args.seed, batch_size=args.batch_size)
         method = load_bundle_method(args.model, sampler, device, args.tissue_table)
         if args.modality and args.modality != method.modality:
             raise Seg2MedError(f"--modality {args.modality} but model '{args.model}' makes {method.modality.upper()}")
-        settings.update(model=str(args.model), sampler=args.sampler, steps=steps, seed=args.seed, device=str(device))
+        settings.update(model=str(args.model), sampler=args.sampler, steps=args.steps, seed=args.seed, device=str(device))
     else:
-        if not args.modality:
-            raise Seg2MedError("--baseline prior needs --modality ct|mr")
         method = PriorBaseline(args.modality, args.sequence, args.tissue_table)
         settings.update(baseline=args.baseline)
+    cases = _select_split(_cases(args, method.modality), args.split)
     options = EvalOptions(
         slices=parse_slices(args.slices),
         label_set=args.label_set,
@@ -280,7 +366,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for s in result.summaries:
         if s.dataset == "overall":
             reporter.message(f"{s.metric}: {s.formatted(4)} (n={s.n})")
-    reporter.message(f"wrote {Path(args.out) / 'summary.md'}")
+    runs = [load_run(result.out_dir)] + ([load_run(args.compare)] if args.compare else [])
+    table = _write_table(Path(args.out), args.table, _print_table(args, runs, reporter))
+    reporter.message(f"wrote {Path(args.out) / 'summary.md'} and {table}")
     reporter.done(output=str(result.out_dir), cases=len(result.rows), skipped=len(result.skipped))
     return 0
 

@@ -59,6 +59,16 @@ class CaseSpec:
     tissue_segmentation: Path | None = None
     split: str | None = None
     dataset: str = ""
+    #: the label file's own ``(id, name)`` table (AMOS, nnU-Net ``dataset.json``): classes are mapped by
+    #: name onto ``label_set`` (:mod:`seg2med_core.datasets.labelmap`); None = TotalSegmentator ids
+    label_table: tuple[tuple[int, str], ...] | None = None
+    #: label set the layout knows its labels are in (e.g. ``total_mr`` for the TotalSegmentator MRI
+    #: dataset, the target of ``label_table``); None = guessed from ids/names; ``--label-set`` wins
+    label_set: str | None = None
+    #: conversion cases (paper Exp. IV, SynthRAD ``--seg-from``): the image the segmentation belongs to;
+    #: the body contour comes from it and the labels are converted to the target modality's label set
+    source_image: Path | None = None
+    source_modality: str | None = None
 
 
 @dataclass(frozen=True)
@@ -206,8 +216,20 @@ def read_case_csv(path: Path) -> list[CaseSpec]:
         image = _resolve(path.parent, row["image"])
         tissue = _resolve(path.parent, row["tissue_segmentation"]) if row.get("tissue_segmentation") else None
         case_id = row.get("case") or _stem(image).removesuffix("_image")
+        extra: dict[str, Any] = {}
+        if row.get("label_table"):  # written by `seg2med dataset list --csv` for AMOS / nnU-Net cases
+            try:
+                table = json.loads(row["label_table"])
+                extra["label_table"] = tuple(sorted((int(k), str(v)) for k, v in table.items()))
+            except (ValueError, AttributeError):
+                raise Seg2MedError(f"CSV '{path}' line {line}: label_table must be a JSON object {{\"1\": \"spleen\", ...}}") from None
+        if row.get("label_set"):
+            extra["label_set"] = row["label_set"]
+        if row.get("source_image"):
+            extra["source_image"] = _resolve(path.parent, row["source_image"])
+            extra["source_modality"] = row.get("source_modality") or None
         cases.append(
-            CaseSpec(case_id, image, _resolve(path.parent, row["segmentation"]), tissue, split, row.get("dataset") or path.stem)
+            CaseSpec(case_id, image, _resolve(path.parent, row["segmentation"]), tissue, split, row.get("dataset") or path.stem, **extra)
         )
     if not cases:
         raise Seg2MedError(f"CSV '{path}' lists no cases")
@@ -240,6 +262,8 @@ def cache_key(spec: CaseSpec, settings: PrepSettings) -> str:
         "table": _file_signature(Path(settings.tissue_table)) if settings.tissue_table else None,
         "settings": settings.__dict__,
     }
+    if spec.label_table is not None or spec.label_set is not None:  # only then: plain cases keep their keys
+        payload["labels"] = [spec.label_set, [list(item) for item in spec.label_table or ()]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -249,7 +273,12 @@ def read_case_segmentation(spec: CaseSpec, label_set: str | None):
 
     from seg2med_core import io, labels
 
-    seg = io.read_segmentation(spec.segmentation, label_set=label_set)
+    if spec.label_table is not None:
+        from seg2med_core.datasets.labelmap import read_mapped_segmentation
+
+        seg, _ = read_mapped_segmentation(spec.segmentation, dict(spec.label_table), label_set or spec.label_set or "total")
+    else:
+        seg = io.read_segmentation(spec.segmentation, label_set=label_set or spec.label_set)
     if spec.tissue_segmentation is None:
         return seg
     tissue = io.read_segmentation(spec.tissue_segmentation, label_set=None)
@@ -269,6 +298,11 @@ def prepare_case(spec: CaseSpec, settings: PrepSettings) -> PreparedCase:
     from seg2med_core.preprocess import SliceGrid, body_mask_from_image
     from seg2med_core.prior import normalise_prior, prior_image
 
+    if spec.source_image is not None:
+        raise Seg2MedError(
+            f"case '{spec.case_id}' takes its segmentation from the {spec.source_modality or 'other'} image "
+            "(--seg-from): conversion cases are for evaluation, not training"
+        )
     image = io.read_image(spec.image)
     seg = read_case_segmentation(spec, settings.label_set)
     io.check_same_geometry(seg.image, image, f"segmentation '{spec.segmentation}'", f"image '{spec.image}'")

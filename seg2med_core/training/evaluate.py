@@ -125,7 +125,23 @@ def evaluate_case(
     image = io.read_image(spec.image)
     seg = read_case_segmentation(spec, options.label_set)
     io.check_same_geometry(seg.image, image, f"segmentation '{spec.segmentation}'", f"image '{spec.image}'")
-    body = body_mask_from_image(image, modality)
+    conversion = None
+    if spec.source_image is not None:
+        # paper Exp. IV: labels of the source modality converted to the target's label set, body contour
+        # from the source image; compared with the paired real image of the target modality
+        from seg2med_core.pipeline import convert_segmentation, segmentation_modality
+
+        source = io.read_image(spec.source_image)
+        io.check_same_geometry(source, image, f"source image '{spec.source_image}'", f"image '{spec.image}'")
+        source_modality = spec.source_modality or segmentation_modality(seg)
+        body = body_mask_from_image(source, source_modality)
+        if segmentation_modality(seg) != modality:
+            seg, report = convert_segmentation(seg, "total_mr" if modality == "mr" else "total")
+            conversion = f"{source_modality}-to-{modality}"
+            if report.unmapped:
+                conversion += f" ({len(report.unmapped)} classes without counterpart)"
+    else:
+        body = body_mask_from_image(image, modality)
     reo = _reorientation(image)
     body_can = reo.forward(body)
     start, stop = options.slices if options.slices is not None else (0, body_can.shape[0])
@@ -151,7 +167,10 @@ def evaluate_case(
         "method": method.name,
         "slices": f"{start}:{stop}",
         "n_slices": int(mask_c.reshape(mask_c.shape[0], -1).any(axis=1).sum()),
+        "modality": modality,
     }
+    if conversion is not None:
+        row["conversion"] = conversion
     row.update({k: float(v) for k, v in m.items() if k in IMAGE_METRICS})
     if "fsim_skipped" in m:
         row["fsim_skipped"] = str(m["fsim_skipped"])
@@ -396,7 +415,7 @@ def _write_outputs(
         with atomic_path(out / "compare.md") as tmp:
             Path(tmp).write_text(stats.comparison_markdown(tests), encoding="utf-8")
         for t in tests:
-            log(f"Mann–Whitney {t.metric}: {name} vs {other_name}: p = {stats.format_p(t.p_two_sided)} (two-sided)")
+            log(f"Mann–Whitney {t.metric}: {name} vs {other_name}: p = {t.p_text()}" + (" (two-sided)" if t.tested else ""))
     table = stats.table_markdown(runs, metrics, extra, digits={"mae": 2, "psnr": 2})
     notes = "\n".join(f"- {v}" for v in result.notes.values())
     skipped = "\n".join(f"- case `{c}` skipped: {r}" for c, r in result.skipped)
@@ -418,6 +437,7 @@ def _write_outputs(
         plots.metric_figures(case_rows, metric, out)
     payload = {
         "method": name,
+        "modality": next((r.get("modality") for r in result.rows if r.get("modality")), None),
         "settings": settings,
         "cases": len(result.rows),
         "skipped": [{"case": c, "reason": r} for c, r in result.skipped],

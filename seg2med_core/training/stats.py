@@ -22,6 +22,12 @@ from seg2med_core.errors import Seg2MedError
 HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "mae": False, "histcc": True, "fsim": True, "fid": False, "dice": True}
 OVERALL = "overall"
 
+#: Fewest cases per group for which a Mann–Whitney U test is reported. With 5 against 5 the smallest
+#: possible two-sided exact p is 2/252 = 0.0079, so a difference can reach p < 0.05; with 3 against 3 it
+#: is 0.1 and with 4 against 4 0.029 only for complete separation, and with a single case per group the
+#: test always gives p = 1.0. Below this the tables print ``n/a (too few cases: n=...)`` instead of a p.
+MIN_CASES_FOR_TEST = 5
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -104,16 +110,36 @@ def table_markdown(
 
 @dataclass(frozen=True)
 class MannWhitney:
-    """Two-sided U test of ``metric`` between runs ``a`` and ``b`` (+ one-sided "a is better")."""
+    """Two-sided U test of ``metric`` between runs ``a`` and ``b`` (+ one-sided "a is better").
+
+    ``u`` and the p-values are None when a group has fewer than :data:`MIN_CASES_FOR_TEST` cases; ``note``
+    then says why (``n/a (too few cases: n=1)``)."""
 
     metric: str
     a: str
     b: str
     n_a: int
     n_b: int
-    u: float
-    p_two_sided: float
-    p_a_better: float
+    u: float | None
+    p_two_sided: float | None
+    p_a_better: float | None
+    note: str = ""
+
+    @property
+    def tested(self) -> bool:
+        return self.p_two_sided is not None
+
+    def p_text(self, one_sided: bool = False) -> str:
+        p = self.p_a_better if one_sided else self.p_two_sided
+        return self.note if p is None else format_p(p)
+
+
+def too_few_note(n_a: int, n_b: int, minimum: int = MIN_CASES_FOR_TEST) -> str | None:
+    """``"n/a (too few cases: n=1)"`` when a group has fewer than ``minimum`` cases, else None."""
+    if min(n_a, n_b) >= minimum:
+        return None
+    n = f"{n_a}" if n_a == n_b else f"{n_a} and {n_b}"
+    return f"n/a (too few cases: n={n})"
 
 
 def mann_whitney(a_values: Sequence[float], b_values: Sequence[float], metric: str, a: str = "a", b: str = "b") -> MannWhitney:
@@ -133,18 +159,31 @@ def mann_whitney(a_values: Sequence[float], b_values: Sequence[float], metric: s
 
 
 def compare_runs(
-    rows_a: Sequence[dict[str, Any]], rows_b: Sequence[dict[str, Any]], metrics: Sequence[str], a: str, b: str
+    rows_a: Sequence[dict[str, Any]],
+    rows_b: Sequence[dict[str, Any]],
+    metrics: Sequence[str],
+    a: str,
+    b: str,
+    minimum: int = MIN_CASES_FOR_TEST,
 ) -> list[MannWhitney]:
-    """Mann–Whitney per metric for every metric present in both runs."""
+    """Mann–Whitney per metric for every metric present in both runs; groups with fewer than ``minimum``
+    cases get no p-value but a note (see :data:`MIN_CASES_FOR_TEST`)."""
     results = []
     for metric in metrics:
         x, y = _values(rows_a, metric), _values(rows_b, metric)
-        if x.size and y.size:
+        if not (x.size and y.size):
+            continue
+        note = too_few_note(int(x.size), int(y.size), minimum)
+        if note is not None:
+            results.append(MannWhitney(metric, a, b, int(x.size), int(y.size), None, None, None, note))
+        else:
             results.append(mann_whitney(x, y, metric, a, b))
     return results
 
 
-def format_p(p: float) -> str:
+def format_p(p: float | None) -> str:
+    if p is None:
+        return "n/a"
     return "<0.00001" if p < 1e-5 else f"{p:.5f}"
 
 
@@ -154,14 +193,24 @@ def comparison_markdown(results: Sequence[MannWhitney]) -> str:
         return "No metric is present in both runs.\n"
     a, b = results[0].a, results[0].b
     lines = [
-        f"Mann–Whitney U test, {a} vs. {b} (p < 0.05 is significant)",
+        f"Mann–Whitney U test, {a} vs. {b} (p < 0.05 is significant; reported only with at least {MIN_CASES_FOR_TEST} cases per group)",
         "",
         "| metric | n (a/b) | U | p two-sided | p one-sided (a better) |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        lines.append(f"| {r.metric.upper()} | {r.n_a}/{r.n_b} | {r.u:.1f} | {format_p(r.p_two_sided)} | {format_p(r.p_a_better)} |")
+        u = "–" if r.u is None else f"{r.u:.1f}"
+        lines.append(f"| {r.metric.upper()} | {r.n_a}/{r.n_b} | {u} | {r.p_text()} | {r.p_text(one_sided=True)} |")
+    if any(not r.tested for r in results):
+        lines += ["", too_few_footnote()]
     return "\n".join(lines) + "\n"
+
+
+def too_few_footnote(minimum: int = MIN_CASES_FOR_TEST) -> str:
+    return (
+        f"n/a: Mann–Whitney U is reported only with at least {minimum} cases in each group "
+        "(with fewer the test cannot reach p < 0.05; with one case per group it always gives p = 1.0)."
+    )
 
 
 def write_rows_csv(path: str | os.PathLike[str], rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
