@@ -50,10 +50,27 @@ def _add_seg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resample-seg", action="store_true",
                    help="resample --seg onto the --image grid (nearest neighbour) when the grids differ; grids that "
                         "differ only in axis order or flips are reoriented exactly without this option")
+    p.add_argument("--phase", choices=("native", "arterial", "portal-venous"), default=None,
+                   help="CT contrast phase of the prior (packaged tables; default native); not with --tissue-table")
+
+
+def _check_phase(args: argparse.Namespace, modality: str) -> str | None:
+    """``--phase`` is for CT priors only and excludes ``--tissue-table`` (which sets every value itself)."""
+    phase = getattr(args, "phase", None)
+    if phase is None:
+        return None
+    if modality != "ct":
+        raise Seg2MedError(f"--phase {phase} is for CT only (MR contrast is set by --sequence)")
+    if args.tissue_table:
+        raise Seg2MedError(f"--phase {phase} and --tissue-table '{args.tissue_table}': give one (the table sets every value)")
+    return phase
 
 
 def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model bundle folder (metadata.json + model.safetensors) or registry name")
+    p.add_argument("--sequence", default=None,
+                   help="MR output: sequence of the prior (vibe_in, vibe_opp, t1_gre, t2_space, t2_fse, dixon_water or "
+                        "custom:TR,TE,FLIP); default: the model's own (vibe_in when it names none)")
     p.add_argument(
         "--sampler",
         choices=SAMPLER_KINDS,
@@ -187,8 +204,9 @@ def cmd_prior(args: argparse.Namespace) -> int:
     image = None
     if args.image:
         seg, image = _read_image_matching(args, seg, reporter.info)
+    phase = _check_phase(args, args.modality)
     body = body_mask(seg, image, args.image_modality)
-    prior = prior_image(seg, args.modality, sequence=sequence, body=body, table_path=args.tissue_table)
+    prior = prior_image(seg, args.modality, sequence=sequence, body=body, table_path=args.tissue_table, phase=phase)
     io.write_image(prior, out)
     reporter.message(f"wrote {out}")
     reporter.done(output=str(out))
@@ -230,6 +248,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if metrics_path is not None and image_modality != modality:
         raise Seg2MedError(f"--metrics needs a real {modality.upper()} --image; '{args.image}' is {image_modality.upper()}")
     config = _sampler_config(args)
+    phase = _check_phase(args, modality)
+    sequence = _check_sequence(args, modality)
     try:
         result = synthesize(
             seg,
@@ -239,6 +259,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             sampler=config,
             device=devices,
             tissue_table=args.tissue_table,
+            phase=phase,
+            sequence=sequence,
             progress=reporter.progress,
             info=reporter.info,
         )
@@ -263,6 +285,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), metrics=result.metrics, seconds_sampling=round(result.seconds_sampling, 3))
     return 0
+
+
+def _check_sequence(args: argparse.Namespace, modality: str) -> "str | MRSequence | None":
+    """``--sequence`` of synthesize/convert: MR only (``None``: the model's own sequence, else vibe_in)."""
+    text = getattr(args, "sequence", None)
+    if text is None:
+        return None
+    if modality != "mr":
+        raise Seg2MedError(f"--sequence '{text}' is only for MR output")
+    return parse_sequence(text)
 
 
 def _seg_modality(seg: "Segmentation") -> str:
@@ -326,6 +358,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     check_modality(bundle, args.to)
     config = _sampler_config(args)
     source = _seg_modality(seg)
+    phase = _check_phase(args, args.to)
+    sequence = _check_sequence(args, args.to)
     try:
         result, report = convert(
             image,
@@ -335,6 +369,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             sampler=config,
             device=devices,
             tissue_table=args.tissue_table,
+            phase=phase,
+            sequence=sequence,
             progress=reporter.progress,
             info=reporter.info,
         )

@@ -6,6 +6,17 @@ bundle's ``metadata.json`` and round-trip through JSON (tuples come back as list
 
 A network config may carry an optional ``"class"`` key naming the MONAI network class (default
 ``DiffusionModelUNet``); regression baselines such as ``AttentionUnet`` use the same mechanism.
+
+Conditioning keys (seg2med's own, stripped before MONAI sees the config, so they round-trip through a
+bundle's ``metadata.json``):
+
+* ``"prior_neighbours": k`` (default 0) — 2.5D: the denoiser's input is ``[x_t, prior(z-k), …, prior(z),
+  …, prior(z+k)]`` (neighbouring prior slices of the same volume, the edge slice repeated at the volume's
+  ends), so ``in_channels`` must be ``2 + 2k``. :func:`neighbour_stack` builds that input.
+* ``"prior_residual": true`` (default false) — the network predicts the *correction* to the prior: its
+  output is added to the centre prior channel (:class:`PriorResidual`). With MONAI's zero-initialised
+  output layer an untrained network returns the prior itself, so too little training degrades towards
+  the prior, not below it. Needs ``prediction_type: "sample"`` (the output is the clean image).
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from monai.networks import nets as monai_nets
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
@@ -87,6 +99,57 @@ def to_json_config(config: dict[str, Any]) -> dict[str, Any]:
     return convert(dict(config))
 
 
+#: seg2med conditioning keys of a network config (not MONAI arguments).
+CONDITIONING_KEYS: tuple[str, ...] = ("prior_neighbours", "prior_residual")
+
+
+def conditioning(config: dict[str, Any]) -> tuple[int, bool]:
+    """``(prior_neighbours, prior_residual)`` of a network config (``(0, False)`` for older configs)."""
+    k = config.get("prior_neighbours", 0)
+    residual = config.get("prior_residual", False)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise Seg2MedError(f"network config: prior_neighbours must be a non-negative integer, got {k!r}")
+    if not isinstance(residual, bool):
+        raise Seg2MedError(f"network config: prior_residual must be true or false, got {residual!r}")
+    return k, residual
+
+
+def prior_channels(config: dict[str, Any]) -> int:
+    """How many prior channels the network takes (``2k + 1``)."""
+    return 2 * conditioning(config)[0] + 1
+
+
+def neighbour_stack(priors: np.ndarray, neighbours: int, rows: Any = None) -> np.ndarray:
+    """2.5D conditioning: for each slice ``z`` of ``priors`` (N, H, W) (or only the slices ``rows``) the
+    stack ``priors[z-k … z+k]`` as (len(rows), 2k+1, H, W); indices beyond the volume repeat its first/last
+    slice (edge replication, as a real volume's end has no further anatomy to show)."""
+    arr = np.asarray(priors)
+    if arr.ndim != 3:
+        raise Seg2MedError(f"priors must be a (slices, height, width) array, got shape {arr.shape}")
+    n = arr.shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    offsets = np.arange(-neighbours, neighbours + 1)
+    index = np.clip(rows[:, None] + offsets[None, :], 0, max(n - 1, 0))
+    return arr[index]
+
+
+class PriorResidual(torch.nn.Module):
+    """Wraps a denoiser so that it predicts the correction to the prior: ``net(x) + x[:, centre]``.
+
+    ``centre`` is the input channel of the slice's own prior (``1 + k`` for ``[x_t, k neighbours below, the
+    slice, k above]``). State-dict keys keep the inner network's names under ``net.``.
+    """
+
+    def __init__(self, net: torch.nn.Module, centre: int) -> None:
+        super().__init__()
+        self.net = net
+        self.centre = int(centre)
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: Any = None, class_labels: Any = None) -> torch.Tensor:
+        out = self.net(x, timesteps=timesteps, context=context, class_labels=class_labels)
+        return out + x[:, self.centre : self.centre + 1].to(out.dtype)
+
+
 def build_network(config: dict[str, Any], **overrides: Any) -> torch.nn.Module:
     """Build the MONAI network described by ``config`` (e.g. :data:`PAPER_NETWORK`), in eval mode.
 
@@ -97,8 +160,16 @@ def build_network(config: dict[str, Any], **overrides: Any) -> torch.nn.Module:
     if not isinstance(config, dict):
         raise Seg2MedError(f"network config must be a dict, got {type(config).__name__}")
     name = network_class_name(config)
+    neighbours, residual = conditioning(config)
     cls = getattr(monai_nets, name)
-    kwargs = {k: v for k, v in {**config, **overrides}.items() if k != "class"}
+    kwargs = {k: v for k, v in {**config, **overrides}.items() if k != "class" and k not in CONDITIONING_KEYS}
+    if (neighbours or residual) and name != DEFAULT_CLASS:
+        raise Seg2MedError(f"prior_neighbours / prior_residual need a {DEFAULT_CLASS} network, not {name}")
+    if name == DEFAULT_CLASS and (neighbours or residual) and kwargs.get("in_channels") != 2 + 2 * neighbours:
+        raise Seg2MedError(
+            f"network config: in_channels must be {2 + 2 * neighbours} (noisy image + {2 * neighbours + 1} prior "
+            f"slices for prior_neighbours={neighbours}), got {kwargs.get('in_channels')}"
+        )
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
@@ -110,6 +181,8 @@ def build_network(config: dict[str, Any], **overrides: Any) -> torch.nn.Module:
         network = cls(**kwargs)
     except (ValueError, TypeError, AssertionError) as exc:
         raise Seg2MedError(f"invalid {name} config {to_json_config(config)}: {exc}") from exc
+    if residual:
+        network = PriorResidual(network, centre=1 + neighbours)
     return network.eval()
 
 

@@ -23,6 +23,8 @@ from seg2med_core.device import DeviceSpec, as_device_list, describe_devices
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.grids import match_segmentation
 from seg2med_core.io import Segmentation, check_same_geometry
+from seg2med_core.mrsignal import Sequence as MRSequence
+from seg2med_core.network import conditioning, neighbour_stack
 from seg2med_core.preprocess import (
     SliceGrid,
     body_mask_from_image,
@@ -157,6 +159,8 @@ def synthesize(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     info: InfoFn | None = None,
+    phase: str | None = None,
+    sequence: "MRSequence | str | None" = None,
 ) -> SynthesisResult:
     """Synthesise a volume of the bundle's modality from ``seg``, in exactly ``seg``'s geometry.
 
@@ -164,6 +168,10 @@ def synthesize(
     has the bundle's modality (``image_modality``, default: the segmentation's), the reference for
     ``metrics`` (SSIM/PSNR/MAE/HistCC inside the body). ``body`` overrides the contour (bool array in the
     segmentation's (z, y, x) order). ``info`` receives human-readable lines (plan, time estimate).
+    ``phase`` picks a CT contrast-phase tissue table (``native``/``arterial``/``portal-venous``),
+    ``sequence`` the MR sequence of the prior (default: the bundle's, else ``vibe_in``). The network's
+    conditioning follows its config: 2.5D models get the neighbouring prior slices of the model-space stack
+    (:func:`seg2med_core.network.neighbour_stack`).
     Only slices that contain body are sampled; the rest stay background. ``device`` may be a list of
     devices: the slices are split over them (same result as on one device, see :mod:`seg2med_core.sharding`).
     """
@@ -183,8 +191,12 @@ def synthesize(
     if not body.any():
         raise Seg2MedError("the body contour is empty: nothing to synthesise")
 
-    prior = prior_image(seg, modality, sequence=meta.sequence, body=body, table_path=tissue_table)
-    prior01 = normalise_prior(sitk.GetArrayFromImage(prior), modality, meta.sequence).astype(np.float32)
+    if modality == "mr" and sequence is None:
+        sequence = meta.sequence
+    if modality == "ct" and sequence is not None:
+        raise Seg2MedError("an MR sequence was given for a CT model")
+    prior = prior_image(seg, modality, sequence=sequence, body=body, table_path=tissue_table, phase=phase)
+    prior01 = normalise_prior(sitk.GetArrayFromImage(prior), modality, sequence).astype(np.float32)
 
     grid = SliceGrid.from_image(seg.image, spacing_xy=meta.spacing_xy, size=meta.image_size)
     prior_stack = np.clip(grid.forward_array(prior01, interpolator="linear"), 0.0, 1.0)
@@ -207,10 +219,12 @@ def synthesize(
             first = as_device_list(device)[0]  # one pass per slice: not worth sharding
             generated = predict_regression(bundle.network, prior_stack[keep], config, first, progress=timed, cancel=cancel)
         else:
+            neighbours, _ = conditioning(meta.network)
+            cond = neighbour_stack(prior_stack, neighbours, np.flatnonzero(keep)) if neighbours else prior_stack[keep]
             generated = sample_slices(
                 bundle.network,
                 meta.scheduler,
-                prior_stack[keep],
+                cond,
                 config,
                 device,
                 progress=timed,
@@ -286,6 +300,8 @@ def convert(
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
     info: InfoFn | None = None,
+    phase: str | None = None,
+    sequence: "MRSequence | str | None" = None,
 ) -> tuple[SynthesisResult, labels_mod.ConversionReport | None]:
     """MR→CT or CT→MR: convert the labels, take the body contour from the source image, synthesise.
 
@@ -311,6 +327,8 @@ def convert(
         progress=progress,
         cancel=cancel,
         info=info,
+        phase=phase,
+        sequence=sequence,
     )
     return result, report
 

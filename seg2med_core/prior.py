@@ -95,16 +95,21 @@ def mr_prior(seg: Segmentation, body: np.ndarray | None, sequence: Sequence | st
 
 
 def prior_image(seg: Segmentation, modality: str, sequence: Sequence | str | None = None,
-                body: np.ndarray | None = None, table_path: str | Path | None = None) -> sitk.Image:
+                body: np.ndarray | None = None, table_path: str | Path | None = None,
+                phase: str | None = None) -> sitk.Image:
     """CT or MR prior; ``table_path`` is a user tissue table (validated; must name every class present).
 
-    ``sequence`` defaults to ``vibe_in`` for MR (the paper's VIBE) and is ignored for CT.
+    ``sequence`` defaults to ``vibe_in`` for MR (the paper's VIBE) and is ignored for CT. ``phase`` picks a
+    packaged CT contrast-phase table (``native``, ``arterial``, ``portal-venous``; see
+    :data:`seg2med_core.tables.CT_PHASES`); it is an error for MR and together with ``table_path``.
     """
     names = sorted({seg.names[int(i)] for i in np.unique(sitk.GetArrayViewFromImage(seg.image))
                     if i != 0 and int(i) in seg.names} | {"body", "background"})
     if modality == "ct":
-        table = load_ct_table(table_path, required=names) if table_path is not None else None
+        table = load_ct_table(table_path, required=names, phase=phase) if (table_path is not None or phase is not None) else None
         return ct_prior(seg, body, table)
+    if phase is not None:
+        raise Seg2MedError(f"contrast phase '{phase}' applies to CT only (MR contrast is set by --sequence)")
     if modality == "mr":
         mr_table = load_mr_table(table_path, required=names) if table_path is not None else None
         return mr_prior(seg, body, sequence if sequence is not None else DEFAULT_MR_SEQUENCE, mr_table)

@@ -171,10 +171,11 @@ def make_stepper(scheduler_config: dict[str, Any] | None, config: SamplerConfig)
     return _MonaiStepper(scheduler, config.kind, config.eta)
 
 
-def _check_priors(priors: np.ndarray) -> np.ndarray:
+def _check_priors(priors: np.ndarray, allow_channels: bool = False) -> np.ndarray:
     arr = np.asarray(priors)
-    if arr.ndim != 3:
-        raise Seg2MedError(f"priors must be a (slices, height, width) array, got shape {arr.shape}")
+    if arr.ndim != 3 and not (allow_channels and arr.ndim == 4):
+        shapes = "(slices, height, width) or (slices, channels, height, width)" if allow_channels else "(slices, height, width)"
+        raise Seg2MedError(f"priors must be a {shapes} array, got shape {arr.shape}")
     if arr.size and not np.isfinite(arr).all():
         raise Seg2MedError("priors contain NaN or infinite values")
     if arr.size:
@@ -231,7 +232,8 @@ def sample_slices(
     ``device`` may be a list of devices: the slices are then split over them
     (:func:`seg2med_core.sharding.sample_sharded`), with the same result as on one device.
 
-    ``priors``: ``(N, H, W)`` in [0, 1]; the network sees ``[noisy image, prior]`` in [-1, 1].
+    ``priors``: ``(N, H, W)`` in [0, 1]; the network sees ``[noisy image, prior]`` in [-1, 1]. 2.5D networks
+    (``prior_neighbours`` k > 0, :func:`seg2med_core.network.neighbour_stack`) take ``(N, 2k+1, H, W)``.
     Returns ``(N, H, W)`` float32 in [0, 1]. ``slice_indices`` (default ``0..N-1``) name the slices
     for seeding, so a sub-selection of a volume's slices gets the same noise as the full volume.
     ``options`` overrides the fast-path levers chosen from ``config`` (benchmarks use this).
@@ -243,18 +245,20 @@ def sample_slices(
 
         return sample_sharded(network, scheduler_config, priors, config, devices, progress, cancel,
                               slice_indices=slice_indices, options=options)
-    arr = _check_priors(priors)
-    n, height, width = arr.shape
+    arr = _check_priors(priors, allow_channels=True)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    n, channels, height, width = arr.shape
     indices = resolve_slice_indices(n, slice_indices)
     if n == 0:
         return np.zeros((0, height, width), dtype=np.float32)
     if not takes_timesteps(network):
         raise Seg2MedError("sample_slices needs a diffusion network (with timesteps); use predict_regression instead")
-    _check_network_input(network, 2, "diffusion sampling")
+    _check_network_input(network, 1 + channels, f"diffusion sampling with {channels} prior channel(s)")
     device = devices[0]
     network.to(device)
     opts = options if options is not None else config.fast_options(device, work=n * config.steps * height * width / 512**2)
-    batch = _resolve_batch_size(config, network, device, opts, 2, height, n)
+    batch = _resolve_batch_size(config, network, device, opts, 1 + channels, height, n)
     seed = config.seed if config.seed is not None else secrets.randbits(63)
     n_batches = math.ceil(n / batch)
     total = n_batches * config.steps
@@ -271,7 +275,7 @@ def sample_slices(
             # padded rows get seeds of slice indices far beyond any real volume (their output is dropped)
             ids_padded = ids + [2**62 + k for k in range(pad)]
             x = initial_noise(seed, ids_padded, (height, width)).to(device)
-            cond = to_model_space(torch.from_numpy(priors_padded(arr, rows, pad))).unsqueeze(1).to(device)
+            cond = to_model_space(torch.from_numpy(priors_padded(arr, rows, pad))).to(device)
             stepper = make_stepper(scheduler_config, config)
             generators = step_generators(stepper, device, seed, ids_padded)
 

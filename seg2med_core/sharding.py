@@ -93,7 +93,7 @@ def sample_sharded(
     for error in sorted((e for e in errors if e is not None), key=lambda e: isinstance(e, Cancelled)):
         raise error
     parts = [f.result() for f in futures]
-    out = np.empty((n, *priors.shape[1:]), dtype=np.float32)
+    out = np.empty((n, *priors.shape[-2:]), dtype=np.float32)
     for rows, part in zip(shares, parts):
         out[rows] = part
     return out

@@ -6,6 +6,12 @@ label set plus ``body`` (unlabelled soft tissue inside the body contour) and ``b
 Values come from the seg2med authors' published tables where they exist; the ``source`` column says
 where every other value comes from (T2* values and fat fractions are approximate, 1.5 T). Users copy a
 CSV, edit it and pass it as ``--tissue-table``; it is validated here (missing names, non-numbers).
+
+CT contrast phases (``--phase``): ``native`` is ``ct_tissue_table.csv``; ``arterial`` and ``portal-venous``
+are ``ct_tissue_table_arterial.csv`` / ``ct_tissue_table_portal_venous.csv``, the same rows with the
+enhancing tissues (vessels, heart, liver, spleen, kidneys, pancreas, ...) at typical adult values of that
+phase (sources in their ``source`` column). They are ordinary tables: copy one, edit it, pass it as
+``--tissue-table``.
 """
 
 from __future__ import annotations
@@ -101,10 +107,29 @@ def _parse(
     return out
 
 
-def load_ct_table(path: str | Path | None = None, required: Iterable[str] | None = None) -> dict[str, float]:
-    """Read ``name -> HU`` from ``path`` (default: the packaged table); ``required`` names must be present
-    (default: every supported class plus body/background)."""
-    return {n: v["hu"] for n, v in _parse(path, "ct_tissue_table.csv", CT_COLUMNS, {}, required).items()}
+#: CT contrast phases and their packaged tables (``portal-venous`` is also accepted as ``portal_venous``).
+CT_PHASES: dict[str, str] = {
+    "native": "ct_tissue_table.csv",
+    "arterial": "ct_tissue_table_arterial.csv",
+    "portal-venous": "ct_tissue_table_portal_venous.csv",
+}
+
+
+def ct_phase_table(phase: str | None) -> str:
+    """Packaged table file of a CT phase (``None`` = native); unknown phases raise :class:`Seg2MedError`."""
+    key = "native" if phase is None else str(phase).strip().lower().replace("_", "-")
+    if key not in CT_PHASES:
+        raise Seg2MedError(f"unknown CT phase '{phase}' (choose one of: {', '.join(CT_PHASES)})")
+    return CT_PHASES[key]
+
+
+def load_ct_table(path: str | Path | None = None, required: Iterable[str] | None = None,
+                  phase: str | None = None) -> dict[str, float]:
+    """Read ``name -> HU`` from ``path`` (default: the packaged table of ``phase``, native when None);
+    ``required`` names must be present (default: every supported class plus body/background)."""
+    if path is not None and phase is not None:
+        raise Seg2MedError("give either a CT phase or your own tissue table, not both (the table sets every value)")
+    return {n: v["hu"] for n, v in _parse(path, ct_phase_table(phase), CT_COLUMNS, {}, required).items()}
 
 
 def load_mr_table(path: str | Path | None = None, required: Iterable[str] | None = None) -> dict[str, MRTissue]:

@@ -57,6 +57,18 @@ class TrainConfig:
     max_minutes: float | None = None
     mixed_precision: str = "auto"
     augment: bool = False
+    # prior randomisation (SynthSeg-style; see dataset.PriorRandomiser): the prior of each class is drawn
+    # around the case's own measured median (jitter: HU for CT, relative for MR); with probability
+    # shift_probability the target and prior of each class are shifted together by U(-shift, shift) HU (CT)
+    # or, for MR with random_sequences, set to the levels of a random MR sequence
+    prior_randomisation: bool = False
+    prior_jitter: float = 0.0
+    intensity_shift_hu: float = 0.0
+    shift_probability: float = 0.5
+    random_sequences: bool = False
+    # train on random crop_size² windows of the image_size² slices (fully convolutional network; sampling
+    # uses whole slices): finer spacing for the same cost per step
+    crop_size: int | None = None
     seed: int = 0
     # hold-out: cases with split "val"/"test" are never trained on; without them a contiguous block of
     # axial slices (this fraction, centred at holdout_position of the volume) is held out per case
@@ -93,10 +105,26 @@ class TrainConfig:
             (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.max_minutes is None or self.max_minutes > 0, f"max_minutes must be positive, got {self.max_minutes}"),
             (self.val_steps >= 1, f"val_steps must be at least 1, got {self.val_steps}"),
+            (self.prior_jitter >= 0, f"prior_jitter must be >= 0, got {self.prior_jitter}"),
+            (self.intensity_shift_hu >= 0, f"intensity_shift_hu must be >= 0, got {self.intensity_shift_hu}"),
+            (0.0 <= self.shift_probability <= 1.0, f"shift_probability must be in [0, 1], got {self.shift_probability}"),
+            (not self.random_sequences or self.modality == "mr", "random_sequences is for MR models only"),
+            (self.crop_size is None or (16 <= self.crop_size <= self.image_size and self.crop_size % 8 == 0),
+             f"crop_size must be a multiple of 8 between 16 and image_size {self.image_size}, got {self.crop_size}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise Seg2MedError(message)
+        from seg2med_core.network import conditioning
+
+        neighbours, residual = conditioning(self.network)
+        if (neighbours or residual) and self.model_kind != "diffusion":
+            raise Seg2MedError("prior_neighbours / prior_residual are for diffusion models")
+        if residual and self.scheduler.get("prediction_type") != "sample":
+            raise Seg2MedError(
+                f"prior_residual needs the scheduler's prediction_type 'sample' (the network predicts the image), "
+                f"got {self.scheduler.get('prediction_type')!r}"
+            )
         if self.max_steps is None and self.epochs is None and self.max_minutes is None:
             raise Seg2MedError("training needs a limit: set max_steps, epochs or max_minutes")
 

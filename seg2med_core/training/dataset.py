@@ -17,7 +17,11 @@ Preparation per case (same chain as :func:`seg2med_core.pipeline.synthesize`): r
 segmentation (+ tissue types merged), check geometry, body contour from the image, prior from the
 segmentation inside the body, target normalised to [0, 1] and set to background outside the body,
 everything resampled with :class:`~seg2med_core.preprocess.SliceGrid` to axial slices of
-``image_size``² at ``spacing_xy`` mm. Slices with less than ``min_body_fraction`` body are dropped.
+``image_size``² at ``spacing_xy`` mm. Slices with less than ``min_body_fraction`` body are dropped from
+training, but the prior and a class-code map are kept for *every* slice (``prior_all``/``code_all``):
+2.5D conditioning needs the neighbours of the first and last kept slice too. Per class the case's own
+measured intensity (median of the real image inside the label and the body) is stored next to the
+table value, for prior randomisation (:class:`PriorRandomiser`).
 The result is cached as uncompressed ``.npy`` files (memory-mapped when read) under a key hashing the
 files' paths, sizes and modification times and the settings, so the second run starts at once.
 """
@@ -38,7 +42,7 @@ import numpy as np
 
 from seg2med_core.errors import Cancelled, Seg2MedError
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 VOLUME_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 IMAGE_STEMS = ("image", "ct", "mr", "img")
 SEG_STEMS = ("segmentation", "segmentations", "seg", "labels")
@@ -87,7 +91,11 @@ class PrepSettings:
 @dataclass
 class PreparedCase:
     """Model-space slices of one case: ``target``/``prior`` (n, H, W) in [0, 1], ``body`` (n, H, W) bool,
-    ``slice_index`` = canonical (LPS) axial index of each kept slice, of ``n_total`` slices in the volume."""
+    ``slice_index`` = canonical (LPS) axial index of each kept slice, of ``n_total`` slices in the volume.
+
+    ``prior_all`` (n_total, H, W): the table prior of every slice; ``code_all`` (n_total, H, W) uint16: 0
+    outside the body, 1 inside it without a label, ``label + 1`` for a labelled voxel (nearest neighbour);
+    ``info["classes"]``: per code its name, table value and measured median (model space [0, 1])."""
 
     spec: CaseSpec
     target: np.ndarray
@@ -96,6 +104,8 @@ class PreparedCase:
     slice_index: np.ndarray
     n_total: int
     info: dict[str, Any] = field(default_factory=dict)
+    prior_all: np.ndarray | None = None
+    code_all: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.slice_index.shape[0])
@@ -312,26 +322,57 @@ def prepare_case(spec: CaseSpec, settings: PrepSettings) -> PreparedCase:
     prior = prior_image(seg, settings.modality, sequence=settings.sequence, body=body, table_path=settings.tissue_table)
     prior01 = normalise_prior(sitk.GetArrayFromImage(prior), settings.modality, settings.sequence).astype(np.float32)
     target01 = np.where(body, normalise_image(image, settings.modality), 0.0).astype(np.float32)
+    labels_arr = sitk.GetArrayFromImage(seg.image).astype(np.int64)
+    code = np.where(body, labels_arr + 1, 0)
+    classes = measure_classes(code, target01, prior01, seg.names)
 
     grid = SliceGrid.from_image(image, spacing_xy=settings.spacing_xy, size=settings.image_size)
     target = grid.forward_array(target01, interpolator="linear")
     prior_stack = grid.forward_array(prior01, interpolator="linear")
     body_stack = grid.forward_array(body.astype(np.float32), interpolator="nearest") > 0.5
+    code_stack = np.rint(grid.forward_array(code.astype(np.float32), interpolator="nearest")).astype(np.uint16)
     fraction = body_stack.reshape(body_stack.shape[0], -1).mean(axis=1)
     keep = np.flatnonzero(fraction >= settings.min_body_fraction)
-    info = {"label_set": seg.label_set, "spacing": list(image.GetSpacing()), "size": list(image.GetSize())}
+    info = {"label_set": seg.label_set, "spacing": list(image.GetSpacing()), "size": list(image.GetSize()), "classes": classes}
+    prior_all = np.clip(prior_stack, 0, 1).astype(np.float16)
     return PreparedCase(
         spec=spec,
         target=np.clip(target[keep], 0, 1).astype(np.float16),
-        prior=np.clip(prior_stack[keep], 0, 1).astype(np.float16),
+        prior=prior_all[keep],
         body=body_stack[keep],
         slice_index=keep.astype(np.int32),
         n_total=int(grid.n_slices),
         info=info,
+        prior_all=prior_all,
+        code_all=code_stack,
     )
 
 
-_ARRAYS = ("target", "prior", "body", "slice_index")
+def measure_classes(code: np.ndarray, target01: np.ndarray, prior01: np.ndarray, names: dict[int, str]) -> dict[str, dict[str, Any]]:
+    """Per code present (see :class:`PreparedCase`): ``name``, ``median`` (of the real image inside it, model
+    space), ``table`` (the prior's value there) and ``voxels``; keys are the codes as strings (JSON)."""
+    flat = code.ravel()
+    order = np.argsort(flat, kind="stable")
+    sorted_codes = flat[order]
+    present, starts = np.unique(sorted_codes, return_index=True)
+    bounds = list(starts[1:]) + [flat.size]
+    target_flat, prior_flat = target01.ravel(), prior01.ravel()
+    out: dict[str, dict[str, Any]] = {}
+    for c, start, stop in zip(present.tolist(), starts.tolist(), bounds):
+        if c == 0:
+            continue
+        where = order[start:stop]
+        name = "body" if c == 1 else names.get(c - 1, f"label_{c - 1}")
+        out[str(c)] = {
+            "name": name,
+            "median": float(np.median(target_flat[where])),
+            "table": float(np.median(prior_flat[where])),
+            "voxels": int(stop - start),
+        }
+    return out
+
+
+_ARRAYS = ("target", "prior", "body", "slice_index", "prior_all", "code_all")
 
 
 def _save_cached(folder: Path, case: PreparedCase) -> None:
@@ -360,7 +401,7 @@ def _load_cached(folder: Path, spec: CaseSpec) -> PreparedCase | None:
         arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r", allow_pickle=False) for n in _ARRAYS}
     except (OSError, ValueError):
         return None
-    return PreparedCase(spec=spec, n_total=int(meta["n_total"]), info=meta.get("info", {}), **arrays)
+    return PreparedCase(spec=spec, n_total=int(meta["n_total"]), info=meta.get("info", {}), **arrays)  # type: ignore[arg-type]
 
 
 def default_cache_dir() -> Path:
@@ -477,3 +518,150 @@ class SliceBatcher:
 
     def body(self, indices: Sequence[int]) -> np.ndarray:
         return np.stack([self.data.cases[self.refs[i].case].body[self.refs[i].row] for i in indices])
+
+
+# ------------------------------------------------------------------------------------------ randomisation
+@dataclass(frozen=True)
+class PriorRandomiser:
+    """SynthSeg-style prior randomisation (per sample, per class), all in model space [0, 1].
+
+    * CT: the prior value of class ``c`` is drawn around the case's own measured median ``m_c``:
+      ``m_c + s_c + N(0, jitter)``; with probability ``shift_probability`` a sample also gets per-class shifts
+      ``s_c ~ U(-shift, shift)`` applied to the *target* inside the class as well (``body`` is never shifted),
+      so the prior's value is the truth to follow, whatever it is. ``shift``/``jitter`` are in HU / 2000.
+      ``body`` (unlabelled tissue: fat and muscle mixed) keeps its table value (± jitter), as at inference.
+    * MR (``random_sequences``): with probability ``shift_probability`` a random sequence (spoiled GRE, spin
+      echo or Dixon water, random TR/TE/flip) sets each class's level ``L_c`` = its tissue signal / the table's
+      largest signal (like the pipeline's prior); the target inside class ``c`` is scaled by ``L_c / m_c``
+      and the prior is ``L_c (1 + N(0, jitter))``. Otherwise the prior is ``m_c (1 + N(0, jitter))`` (``body``:
+      its table value).
+
+    The randomised prior is the table prior plus ``(new value - table value)[code]``: partial-volume edges of
+    the linearly resampled prior are kept, only class interiors move.
+    """
+
+    modality: str = "ct"
+    jitter: float = 0.0
+    shift: float = 0.0
+    shift_probability: float = 0.5
+    random_sequences: bool = False
+
+    def levels(self, case: PreparedCase, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+        """``(prior_delta, target_map, how)`` indexed by code: prior = table prior + prior_delta[code];
+        target = target + target_map[code] (CT) or target × target_map[code] (MR)."""
+        classes = case.info.get("classes") or {}
+        size = max((int(k) for k in classes), default=1) + 1
+        delta = np.zeros(size, dtype=np.float32)
+        mapping = np.zeros(size, dtype=np.float32) if self.modality == "ct" else np.ones(size, dtype=np.float32)
+        remap = rng.random() < self.shift_probability
+        if self.modality == "ct":
+            for key, c in classes.items():
+                k = int(key)
+                is_body = c["name"] == "body"
+                s = float(rng.uniform(-self.shift, self.shift)) if (remap and self.shift > 0 and not is_body) else 0.0
+                base = c["table"] if is_body else c["median"]
+                value = base + s + (float(rng.normal(0.0, self.jitter)) if self.jitter > 0 else 0.0)
+                delta[k] = value - c["table"]
+                mapping[k] = s
+            return delta, mapping, "add"
+        levels = random_sequence_levels([c["name"] for c in classes.values()], rng) if (remap and self.random_sequences) else None
+        for i, (key, c) in enumerate(classes.items()):
+            k = int(key)
+            level = float(levels[i]) if levels is not None else (c["table"] if c["name"] == "body" else c["median"])
+            if levels is not None:
+                mapping[k] = level / max(c["median"], 1e-3)
+            noise = 1.0 + (float(rng.normal(0.0, self.jitter)) if self.jitter > 0 else 0.0)
+            delta[k] = level * noise - c["table"]
+        return delta, mapping, "mul"
+
+
+def random_sequence(rng: np.random.Generator):
+    """A random but valid MR sequence: spoiled GRE (60 %), spin echo (30 %) or Dixon water (10 %)."""
+    from seg2med_core.mrsignal import custom_sequence, in_phase_te_ms, opposed_phase_te_ms
+
+    u = rng.random()
+    if u < 0.6:
+        tr = float(np.exp(rng.uniform(np.log(3.0), np.log(500.0))))
+        te = float(rng.choice([in_phase_te_ms(), opposed_phase_te_ms(), rng.uniform(1.0, min(tr * 0.8, 30.0))]))
+        te = min(te, tr * 0.8)
+        return custom_sequence(tr, te, float(rng.uniform(5.0, 90.0)), kind="gre")
+    if u < 0.9:
+        tr = float(np.exp(rng.uniform(np.log(300.0), np.log(8000.0))))
+        return custom_sequence(tr, float(rng.uniform(8.0, min(150.0, tr * 0.5))), 90.0, kind="se")
+    tr = float(rng.uniform(4.0, 20.0))
+    return custom_sequence(tr, in_phase_te_ms(), float(rng.uniform(5.0, 30.0)), kind="dixon_water")
+
+
+def random_sequence_levels(names: Sequence[str], rng: np.random.Generator, table: Any = None) -> np.ndarray:
+    """Model-space prior levels of ``names`` under a random sequence (signal / the table's largest signal)."""
+    from seg2med_core.prior import max_table_signal, tissue_signal
+    from seg2med_core.tables import load_mr_table
+
+    table = load_mr_table() if table is None else table
+    seq = random_sequence(rng)
+    peak = max_table_signal(seq, table)
+    return np.array([tissue_signal(seq, table[n]) / peak if n in table else 0.0 for n in names], dtype=np.float32)
+
+
+class TrainingBatcher(SliceBatcher):
+    """Training/validation batches with the conditioning the network takes: ``2k + 1`` neighbouring prior
+    slices (edge slices repeated, :func:`seg2med_core.network.neighbour_stack`), optional prior
+    randomisation and a random ``crop`` × ``crop`` window (the same for target and every prior channel,
+    centred on a random body pixel)."""
+
+    def __init__(self, data: PreparedDataset, refs: Sequence[SliceRef], neighbours: int = 0,
+                 randomiser: PriorRandomiser | None = None, crop: int | None = None) -> None:
+        super().__init__(data, refs)
+        self.neighbours = int(neighbours)
+        self.randomiser = randomiser
+        self.crop = crop
+
+    def _sample(self, i: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+        ref = self.refs[i]
+        case = self.data.cases[ref.case]
+        target = np.asarray(case.target[ref.row], dtype=np.float32)
+        if case.prior_all is None or case.code_all is None:  # kept slices only (e.g. built in memory): no codes
+            rows = np.clip(np.arange(ref.row - self.neighbours, ref.row + self.neighbours + 1), 0, len(case) - 1)
+            return target, np.asarray(case.prior[rows], dtype=np.float32), None
+        z = int(case.slice_index[ref.row])
+        zs = np.clip(np.arange(z - self.neighbours, z + self.neighbours + 1), 0, case.n_total - 1)
+        prior = np.asarray(case.prior_all[zs], dtype=np.float32)
+        window = None
+        if self.crop is not None and rng is not None and self.crop < target.shape[-1]:
+            code = np.asarray(case.code_all[z])
+            window = _crop_window(code > 0, self.crop, rng)
+        if window is not None:
+            (y0, x0), c = window, self.crop
+            target, prior = target[y0 : y0 + c, x0 : x0 + c], prior[:, y0 : y0 + c, x0 : x0 + c]
+        if self.randomiser is not None and rng is not None:
+            codes = np.asarray(case.code_all[zs], dtype=np.int64)
+            if window is not None:
+                codes = codes[:, y0 : y0 + c, x0 : x0 + c]
+            delta, mapping, how = self.randomiser.levels(case, rng)
+            codes = np.minimum(codes, delta.shape[0] - 1)
+            prior = np.clip(prior + delta[codes], 0.0, 1.0)
+            centre = codes[self.neighbours]
+            target = np.clip(target + mapping[centre] if how == "add" else target * mapping[centre], 0.0, 1.0)
+        return target, prior, window
+
+    def conditioned(self, indices: Sequence[int], rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(target (B, 1, h, w), prior (B, 2k+1, h, w))`` float32 in [0, 1]; ``rng`` None: no randomisation,
+        no crop (validation: the table prior, as at inference)."""
+        samples = [self._sample(i, rng) for i in indices]
+        target = np.stack([t for t, _, _ in samples])[:, None]
+        prior = np.stack([p for _, p, _ in samples])
+        return target.astype(np.float32), prior.astype(np.float32)
+
+
+def _crop_window(body: np.ndarray, crop: int, rng: np.random.Generator) -> tuple[int, int]:
+    """Top-left corner of a ``crop`` window centred on a random body pixel (anywhere if there is none)."""
+    h, w = body.shape
+    ys, xs = np.nonzero(body)
+    if ys.size:
+        k = int(rng.integers(ys.size))
+        cy, cx = int(ys[k]), int(xs[k])
+    else:
+        cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0 = min(max(cy - crop // 2, 0), h - crop)
+    x0 = min(max(cx - crop // 2, 0), w - crop)
+    return y0, x0

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from seg2med_core.errors import Cancelled, Seg2MedError
-from seg2med_core.network import build_network, build_scheduler
+from seg2med_core.network import build_network, build_scheduler, conditioning
 from seg2med_core.training import ddp
 from seg2med_core.training.checkpoint import (
     STATE,
@@ -39,7 +39,7 @@ from seg2med_core.training.checkpoint import (
     set_rng_state,
 )
 from seg2med_core.training.config import TrainConfig
-from seg2med_core.training.dataset import PreparedDataset, SliceBatcher, Split, split_slices
+from seg2med_core.training.dataset import PreparedDataset, PriorRandomiser, Split, TrainingBatcher, split_slices
 from seg2med_core.training.runlog import TRAIN_FIELDS, VAL_FIELDS, CsvLog, plot_loss_curve
 
 LogFn = Callable[[str], None]
@@ -157,8 +157,19 @@ class Trainer:
         self.cancel = cancel
         self.data_description = data_description
         self.split: Split = split_slices(data, config.holdout_fraction, config.holdout_position)
-        self.train_batcher = SliceBatcher(data, self.split.train)
-        self.val_batcher = SliceBatcher(data, self.split.val)
+        neighbours, _ = conditioning(config.network)
+        self.neighbours = neighbours
+        randomiser = None
+        if config.prior_randomisation:
+            randomiser = PriorRandomiser(
+                modality=config.modality,
+                jitter=config.prior_jitter / 2000.0 if config.modality == "ct" else config.prior_jitter,
+                shift=config.intensity_shift_hu / 2000.0,
+                shift_probability=config.shift_probability,
+                random_sequences=config.random_sequences,
+            )
+        self.train_batcher = TrainingBatcher(data, self.split.train, neighbours, randomiser, config.crop_size)
+        self.val_batcher = TrainingBatcher(data, self.split.val, neighbours)
         self.val_indices = self._pick_val_indices()
         torch.manual_seed(config.seed)
         self.network = build_network(config.network).to(ctx.device)
@@ -208,7 +219,8 @@ class Trainer:
     # -- one step --------------------------------------------------------------------------------
     def _loss(self, indices: list[int], step: int) -> torch.Tensor:
         gen = _step_generator(self.config.seed, step, self.ctx.rank)
-        target_np, prior_np = self.train_batcher.batch(indices)
+        rng = np.random.default_rng([self.config.seed, step, self.ctx.rank])  # randomisation and crops of this step
+        target_np, prior_np = self.train_batcher.conditioned(indices, rng)
         device = self.ctx.device
         target = torch.from_numpy(target_np).to(device, non_blocking=True)
         prior = torch.from_numpy(prior_np).to(device, non_blocking=True)
@@ -252,15 +264,15 @@ class Trainer:
 
         if not self.val_indices:
             return {}
-        target, prior = self.val_batcher.batch(self.val_indices)
+        target, prior = self.val_batcher.conditioned(self.val_indices)
         body = self.val_batcher.body(self.val_indices)
         sampler = SamplerConfig(kind="ddim", steps=self.config.val_steps, seed=self.config.seed, batch_size=len(self.val_indices))
         self.network.eval()
         try:
             if self.scheduler is not None:
-                pred = sample_slices(self.network, self.config.scheduler, prior[:, 0], sampler, self.ctx.device)
+                pred = sample_slices(self.network, self.config.scheduler, prior, sampler, self.ctx.device)
             else:
-                pred = predict_regression(self.network, prior[:, 0], sampler, self.ctx.device)
+                pred = predict_regression(self.network, prior[:, self.neighbours], sampler, self.ctx.device)
         finally:
             self.network.train()
         real = target[:, 0]
