@@ -195,7 +195,7 @@ def test_conditioning_round_trips_through_a_bundle(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = build_network(TINY_25D)
     meta = BundleMetadata(name="t", version="0", modality="ct", sequence=None, label_set="total", network=dict(TINY_25D),
-                          scheduler=SAMPLE_SCHEDULER, spacing_xy=4.0, image_size=32, intensity={"kind": "ct_window"})
+                          scheduler=SAMPLE_SCHEDULER, spacing_xy=4.0, image_size=32, intensity={"kind": "ct_window", "level": 0.0, "width": 2000.0})
     save_bundle(tmp_path / "b", net, meta)
     stored = json.loads((tmp_path / "b" / "metadata.json").read_text())
     assert stored["network"]["prior_neighbours"] == 1 and stored["network"]["prior_residual"] is True
@@ -212,7 +212,7 @@ def test_pipeline_gives_a_25d_network_the_neighbouring_prior_slices(tmp_path: Pa
     seg = io.read_segmentation(spec.segmentation, label_set="total")
     image = io.read_image(spec.image)
     meta = BundleMetadata(name="t", version="0", modality="ct", sequence=None, label_set="total", network=dict(TINY_25D),
-                          scheduler=SAMPLE_SCHEDULER, spacing_xy=4.0, image_size=32, intensity={"kind": "ct_window"})
+                          scheduler=SAMPLE_SCHEDULER, spacing_xy=4.0, image_size=32, intensity={"kind": "ct_window", "level": 0.0, "width": 2000.0})
     seen = {}
     real_sample = pipeline.sample_slices
 
@@ -276,3 +276,12 @@ def test_cli_phase(tmp_path: Path) -> None:
     code = main(["prior", "--seg", str(spec.segmentation), "--modality", "ct", "--phase", "arterial",
                  "--tissue-table", str(table), "--out", str(tmp_path / "x.nii.gz")])
     assert code == 2 and not (tmp_path / "x.nii.gz").exists()
+
+
+def test_bundle_refuses_a_residual_network_predicting_noise() -> None:
+    from seg2med_core.bundle import BundleMetadata
+
+    with pytest.raises(Seg2MedError, match="prediction_type must be 'sample'"):
+        BundleMetadata(name="t", version="0", modality="ct", sequence=None, label_set="total", network=dict(TINY_25D),
+                       scheduler=dict(PAPER_SCHEDULER), spacing_xy=4.0, image_size=32,
+                       intensity={"kind": "ct_window", "level": 0.0, "width": 2000.0})

@@ -124,6 +124,10 @@ class BundleMetadata:
             )
         if self.model_kind == "regression" and is_diffusion_config(self.network):
             raise Seg2MedError(f"{source}: a regression model cannot use DiffusionModelUNet (set network 'class')")
+        from seg2med_core.network import conditioning
+
+        if conditioning(self.network)[1] and self.scheduler.get("prediction_type") != "sample":
+            raise Seg2MedError(f"{source}: a prior_residual network predicts the image: the scheduler's prediction_type must be 'sample'")
         lo, hi = SPACING_XY_RANGE
         if (
             not isinstance(self.spacing_xy, (int, float))
