@@ -43,10 +43,12 @@ def _add_seg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--label-set",
         default=None,
-        help="label set of --seg (total, total_v1, total_v3, total_mr, ...); guessed from names/ids when omitted",
+        help="label set of --seg (total, total_v1, total_v3, total_mr, ...) or a scheme mapped onto total "
+             "(amos, btcv, maisi, kits23, msd_task09_spleen, ...: seg2med labels list); guessed from names/ids when omitted",
     )
     p.add_argument("--tissue-seg", default=None, help="tissue_types(_mr) segmentation merged into --seg (paper, II.E)")
     p.add_argument("--tissue-table", default=None, help="your own copy of the tissue table CSV (HU or T1/T2/PD)")
+    _add_label_table_arguments(p)
     p.add_argument("--resample-seg", action="store_true",
                    help="resample --seg onto the --image grid (nearest neighbour) when the grids differ; grids that "
                         "differ only in axis order or flips are reoriented exactly without this option")
@@ -92,11 +94,26 @@ def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
                    help="torch.compile mode with --compile; reduce-overhead adds CUDA graphs")
 
 
+def _scheme_names() -> tuple[str, ...]:
+    from seg2med_core.label_tables import scheme_names
+
+    return scheme_names()
+
+
+def _add_label_table_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-names", default=None, metavar="FILE",
+                   help="id -> name table of --seg (CSV id,name; JSON; ITK-SNAP label file; Slicer colour table): "
+                        "classes are mapped by name onto the label set")
+    p.add_argument("--drop-unknown-labels", action="store_true",
+                   help="leave out label ids / structures that fit no class of the label set (reported) instead of refusing")
+
+
 def _read_seg(args: argparse.Namespace, info: "Any | None" = None) -> "Segmentation":
     """``--seg`` (+ ``--tissue-seg`` merged in, organs win) as a Segmentation."""
     from seg2med_core import grids, io, labels
 
-    seg = io.read_segmentation(args.seg, label_set=args.label_set)
+    seg = io.read_segmentation(args.seg, label_set=args.label_set, label_names=args.label_names,
+                               drop_unknown=args.drop_unknown_labels, info=info)
     if getattr(args, "tissue_seg", None):
         tissue = io.read_segmentation(args.tissue_seg, label_set=None)
         tissue_img = grids.match_to_grid(tissue.image, seg.image, f"tissue segmentation '{args.tissue_seg}'",
@@ -389,25 +406,43 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    from seg2med_core import io, labels
-    from seg2med_core.pipeline import convert_segmentation
+    from seg2med_core import io, label_tables, labels
+    from seg2med_core.pipeline import convert_segmentation, export_segmentation
 
     if args.labels_command == "list":
         if args.label_set is None:
             for name in labels.LABEL_SETS:
                 print(f"{name}\t{len(labels.get_label_set(name))} classes")
+            for name in label_tables.scheme_names():
+                scheme = label_tables.load_scheme(name)
+                print(f"{name}\t{len(scheme.names)} classes\t{scheme.title} (scheme, mapped onto total)")
+            return 0
+        if args.label_set in label_tables.scheme_names():
+            scheme = label_tables.load_scheme(args.label_set)
+            print(f"# {scheme.title}\n# source: {scheme.source}\n# id\tname\t-> total class")
+            for idx, name in sorted(scheme.names.items()):
+                target = scheme.to_total[idx] or "/".join(scheme.split_by_side.get(idx, ())) or "-"
+                note = f"\t({scheme.notes[idx]})" if idx in scheme.notes else ""
+                print(f"{idx}\t{name}\t{target}{note}")
             return 0
         if args.label_set not in labels.LABEL_SETS:
-            raise Seg2MedError(f"unknown label set '{args.label_set}' (choose one of: {', '.join(labels.LABEL_SETS)})")
+            raise Seg2MedError(f"unknown label set '{args.label_set}' (choose one of: {', '.join(labels.LABEL_SETS)}; "
+                               f"or a label scheme: {', '.join(label_tables.scheme_names())})")
         for idx, name in sorted(labels.names_for(args.label_set).items()):
             print(f"{idx}\t{name}")
         return 0
     out = check_output(args.out, "--out", (".nii.gz", ".nii", ".seg.nrrd"))
     assert out is not None
-    seg = io.read_segmentation(args.seg, label_set=args.label_set)
-    converted, report = convert_segmentation(seg, args.to)
+    seg = io.read_segmentation(args.seg, label_set=args.label_set, label_names=args.label_names,
+                               drop_unknown=args.drop_unknown_labels, info=print)
+    if args.to in label_tables.scheme_names():
+        converted, export = export_segmentation(seg, args.to)
+        summary = export.summary()
+    else:
+        converted, report = convert_segmentation(seg, args.to)
+        summary = report.summary()
     io.write_segmentation(converted, out)
-    print(report.summary())
+    print(summary)
     print(f"wrote {out}")
     return 0
 
@@ -521,10 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = p.add_subparsers(dest="labels_command", required=True)
     q = lsub.add_parser("list", help="label sets, or the ids and names of one label set")
     q.add_argument("label_set", nargs="?", default=None)
-    q = lsub.add_parser("convert", help="relabel total <-> total_mr (by class name)")
+    q = lsub.add_parser("convert", help="relabel total <-> total_mr, or into another scheme such as maisi (by class name)")
     q.add_argument("--seg", required=True)
-    q.add_argument("--label-set", default=None)
-    q.add_argument("--to", required=True, choices=("total", "total_mr"))
+    q.add_argument("--label-set", default=None, help="label set or scheme of --seg (guessed when omitted)")
+    _add_label_table_arguments(q)
+    q.add_argument("--to", required=True, choices=("total", "total_mr", *_scheme_names()),
+                   help="total, total_mr, or a scheme (maisi: MAISI's 132 classes with body 200)")
     q.add_argument("--out", required=True)
     p.set_defaults(func=cmd_labels)
 

@@ -200,30 +200,139 @@ def _integer_labels(arr: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def _few(xs: list) -> str:
-    return ", ".join(str(x) for x in xs[:8]) + (f" (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+    from .label_tables import few
+
+    return few(xs)
 
 
-def _multilabel(path: Path, label_set: str | None) -> Segmentation:
+_DROP_HINT = "; add --drop-unknown-labels to continue without them"
+
+
+def _read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray, set[int]]:
+    """A multilabel file as it is: the image, its labels as a uint16 (z, y, x) array, and the present ids."""
     img = _read_file(path, "segmentation")
     _check_volume(img, "segmentation", path)
     arr = _integer_labels(sitk.GetArrayFromImage(img), path)
     ids = {int(i) for i in np.unique(arr) if i != 0}
     if not ids:
         raise Seg2MedError(f"segmentation '{path}' is empty (no labelled voxel)")
+    return img, arr, ids
+
+
+def _closest_set(ids: set[int]) -> tuple[str, list[int]]:
+    """The main label set holding most of ``ids`` (ties: the usual guess order) and the ids it lacks."""
+    from .labels import _GUESS_ORDER, TISSUE_SET_FOR
+
+    sets = [s for s in _GUESS_ORDER if s in TISSUE_SET_FOR]
+    best = max(sets, key=lambda s: len(ids & set(names_for(s))))
+    return best, sorted(ids - set(names_for(best)))
+
+
+def _drop_ids(arr: np.ndarray, drop: list[int]) -> int:
+    mask = np.isin(arr, drop)
+    arr[mask] = 0
+    return int(mask.sum())
+
+
+def _multilabel(path: Path, label_set: str | None, opts: "ReadOptions") -> Segmentation:
+    from .label_tables import scheme_names
+
+    img, arr, ids = _read_label_map(path)
+    if opts.label_names is not None or (label_set is not None and label_set in scheme_names()):
+        return _multilabel_by_table(path, img, arr, ids, label_set, opts)
     file_names = nifti_label_names(path) if path.name.endswith((".nii", ".nii.gz")) else None
     if label_set is None:
-        label_set = guess_label_set(ids, {i: n for i, n in (file_names or {}).items() if i in ids} or None)
+        present_names = {i: n for i, n in (file_names or {}).items() if i in ids} or None
+        if present_names is None and not any(ids <= set(names_for(s)) for s in ("total", "total_mr", "total_v1", "total_v3")):
+            best, missing = _closest_set(ids)
+            if not opts.drop_unknown:
+                raise Seg2MedError(
+                    f"segmentation '{path}' has label ids that fit no supported label set: {_few(missing)} "
+                    f"(not in '{best}', the closest); pass its id -> name table with --label-names FILE{_DROP_HINT}")
+            label_set = best
+        else:
+            label_set = guess_label_set(ids, present_names)
     names = names_for(label_set)
     unknown = sorted(ids - set(names))
     if unknown:
-        raise Seg2MedError(f"segmentation '{path}' has label ids not in label set '{label_set}': {_few(unknown)}")
+        if not opts.drop_unknown:
+            raise Seg2MedError(f"segmentation '{path}' has label ids not in label set '{label_set}': {_few(unknown)}"
+                               f"{_DROP_HINT}")
+        voxels = _drop_ids(arr, unknown)
+        opts.report(f"segmentation '{path}': dropped label ids not in '{label_set}': {_few(unknown)} ({voxels} voxels set to 0)")
+        if not arr.any():
+            raise Seg2MedError(f"segmentation '{path}' has no label of '{label_set}' left after dropping {_few(unknown)}")
+        ids -= set(unknown)
     if file_names:
         clash = [f"{i}={file_names[i]!r} (set: {names[i]!r})" for i in sorted(ids) if i in file_names and file_names[i] != names[i]]
         if clash:
-            raise Seg2MedError(f"segmentation '{path}' names differ from label set '{label_set}': {_few(clash)}")
+            raise Seg2MedError(f"segmentation '{path}' names differ from label set '{label_set}': {_few(clash)}; "
+                               "pass the id -> name table with --label-names FILE")
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(img)
     return Segmentation(out, names, label_set)
+
+
+def _multilabel_by_table(path: Path, img: sitk.Image, arr: np.ndarray, ids: set[int], label_set: str | None,
+                         opts: "ReadOptions") -> Segmentation:
+    """Relabel a label map through a label table (``--label-names``) or a shipped scheme (``--label-set amos``)."""
+    from . import label_tables as lt
+
+    split: dict[int, tuple[str, str]] = {}
+    body_id = None
+    notes: list[str] = []
+    if opts.label_names is not None:
+        if label_set is not None and label_set in lt.scheme_names():
+            raise Seg2MedError(f"--label-names and the label scheme '{label_set}' both say what the ids mean: pass one")
+        table = lt.read_label_table(opts.label_names)
+        source = f"label table '{opts.label_names}'"
+        dst = label_set or lt.guess_label_set_for_table(table)
+        targets = lt.table_to_label_set(table, dst)
+    else:
+        assert label_set is not None
+        scheme = lt.load_scheme(label_set)
+        table, targets, split, body_id = scheme.names, dict(scheme.to_total), scheme.split_by_side, scheme.body_id
+        source = f"label scheme '{label_set}'"
+        dst = "total"
+        notes = [f"{table[i]}: {scheme.notes[i]}" for i in sorted(ids) if i in scheme.notes]
+    dst_ids = {v: k for k, v in names_for(dst).items()}
+    no_class = [i for i in sorted(ids) if i != body_id and (i not in table or (targets.get(i) is None and i not in split))]
+    # A user's table names classes the set does not know: an error (or dropped on request). A shipped scheme
+    # says which of its classes have no counterpart: those are reported and set to 0, as for CT <-> MR.
+    expected = [i for i in no_class if opts.label_names is None and i in table]
+    bad = [i for i in no_class if i not in expected]
+    describe = [f"{i} ({table[i]})" if i in table else f"{i} (not in the table)" for i in bad]
+    if bad and not opts.drop_unknown:
+        raise Seg2MedError(f"segmentation '{path}' has label ids that fit no class of label set '{dst}' through {source}: "
+                           f"{_few(describe)}{_DROP_HINT}")
+    report = lt.TableReport(source=f"segmentation '{path}' via {source}", label_set=dst, notes=notes)
+    lut = np.zeros(max(ids) + 1, dtype=np.uint16)
+    for i in sorted(ids):
+        target = targets.get(i)
+        if target is not None:
+            lut[i] = dst_ids[target]
+            report.mapped[i] = (table[i], target)
+    out_arr = lut[arr]
+    for i, (right, left) in split.items():
+        if i in ids:
+            r, l = lt.split_sides(arr == i, img.GetDirection(), img.GetOrigin(), img.GetSpacing())
+            out_arr[r], out_arr[l] = dst_ids[right], dst_ids[left]
+            report.mapped[i] = (table[i], f"{right}/{left}")
+            report.notes.append(f"{table[i]} ({i}) split into {right} and {left} by side (connected components "
+                                "left or right of the centre of the field of view)")
+    if body_id is not None and body_id in ids:
+        report.notes.append(f"{table[body_id]} ({body_id}) becomes unlabelled body (soft tissue in the prior)")
+    report.dropped = {i: (table.get(i, "")) for i in no_class}
+    report.dropped_voxels = int(np.isin(arr, no_class).sum()) if no_class else 0
+    report.absent_unmapped = {i: n for i, n in table.items() if i not in ids and targets.get(i) is None
+                              and i not in split and i != body_id}
+    for line in report.lines():
+        opts.report(line)
+    if not out_arr.any():
+        raise Seg2MedError(f"segmentation '{path}': no label id has a class in '{dst}' through {source}")
+    out = sitk.GetImageFromArray(out_arr)
+    out.CopyInformation(img)
+    return Segmentation(out, names_for(dst), dst)
 
 
 def _normalise_name(name: str) -> str:
@@ -237,14 +346,35 @@ def _strip_suffix(name: str) -> str:
     return name
 
 
-def _ids_for_names(names: list[str], label_set: str | None, source: str) -> tuple[str, dict[str, int]]:
-    if label_set is None:
-        label_set = guess_label_set(set(), {-(i + 1): n for i, n in enumerate(names)})
-    known = set(names_for(label_set).values())
-    unknown = sorted(n for n in names if n not in known)
+def _ids_for_names(names: list[str], label_set: str | None, source: str, opts: "ReadOptions | None" = None
+                   ) -> tuple[str, dict[str, int]]:
+    """Label set and ``{structure name: id}`` for mask/segment names (matched as ``label_tables.match_class_name``,
+    or through a shipped scheme's names); unknown names are an error or, with ``drop_unknown``, left out."""
+    from . import label_tables as lt
+
+    opts = opts or ReadOptions()
+    if opts.label_names is not None:
+        raise Seg2MedError(f"--label-names is for multilabel label maps; {source} names its structures itself")
+    table = {-(i + 1): n for i, n in enumerate(names)}
+    if label_set is not None and label_set in lt.scheme_names():
+        scheme = lt.load_scheme(label_set)
+        own = {lt.normalise_name(n): scheme.to_total[i] for i, n in scheme.names.items()}
+        targets = {k: own.get(lt.normalise_name(n)) for k, n in table.items()}
+        label_set = "total"
+    else:
+        if label_set is None:
+            label_set = lt.guess_label_set_for_table(table)
+        targets = lt.table_to_label_set(table, label_set)
+    unknown = sorted(n for k, n in table.items() if targets[k] is None)
     if unknown:
-        raise Seg2MedError(f"{source} has structures not in label set '{label_set}': {_few(unknown)}")
-    return label_set, class_names_to_ids(names, label_set)
+        if not opts.drop_unknown:
+            raise Seg2MedError(f"{source} has structures not in label set '{label_set}': {_few(unknown)}{_DROP_HINT}")
+        opts.report(f"{source}: dropped structures not in '{label_set}': {_few(unknown)}")
+    known = {n: targets[k] for k, n in table.items() if targets[k] is not None}
+    if not known:
+        raise Seg2MedError(f"{source} has no structure of label set '{label_set}'")
+    lookup = class_names_to_ids(sorted(set(known.values())), label_set)
+    return label_set, {n: lookup[t] for n, t in known.items()}
 
 
 def _mask_indices(arr: np.ndarray, what: str) -> np.ndarray:
@@ -255,15 +385,17 @@ def _mask_indices(arr: np.ndarray, what: str) -> np.ndarray:
     return np.flatnonzero(arr)
 
 
-def _mask_folder(folder: Path, label_set: str | None) -> Segmentation:
+def _mask_folder(folder: Path, label_set: str | None, opts: "ReadOptions") -> Segmentation:
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(MASK_SUFFIXES))
     if not files:
         raise Seg2MedError(f"segmentation folder '{folder}' contains no mask files ({', '.join(MASK_SUFFIXES)})")
     names = [_strip_suffix(f.name) for f in files]
-    label_set, ids = _ids_for_names(names, label_set, f"segmentation folder '{folder}'")
+    label_set, ids = _ids_for_names(names, label_set, f"segmentation folder '{folder}'", opts)
     ref: sitk.Image | None = None
     flat: dict[str, np.ndarray] = {}
     for f, name in zip(files, names):
+        if name not in ids:  # dropped (--drop-unknown-labels)
+            continue
         img = _read_file(f, "mask")
         _check_volume(img, "mask", f)
         if ref is None:
@@ -296,7 +428,7 @@ def _segment_class_name(segment: Mapping[str, object]) -> str:
     return seg_id if name not in known and seg_id in known else name
 
 
-def _seg_nrrd(path: Path, label_set: str | None) -> Segmentation:
+def _seg_nrrd(path: Path, label_set: str | None, opts: "ReadOptions") -> Segmentation:
     import slicerio
 
     if not path.exists():
@@ -312,8 +444,9 @@ def _seg_nrrd(path: Path, label_set: str | None) -> Segmentation:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise Seg2MedError(f"segmentation '{path}' has several segments named {_few(dup)}")
-    label_set, ids = _ids_for_names(names, label_set, f"segmentation '{path}'")
-    flat = {n: np.flatnonzero(np.transpose(slicerio.segment_mask(seg, s), (2, 1, 0))) for n, s in zip(names, segments)}
+    label_set, ids = _ids_for_names(names, label_set, f"segmentation '{path}'", opts)
+    flat = {n: np.flatnonzero(np.transpose(slicerio.segment_mask(seg, s), (2, 1, 0)))
+            for n, s in zip(names, segments) if n in ids}
     if not any(len(v) for v in flat.values()):
         raise Seg2MedError(f"segmentation '{path}' is empty (all {len(segments)} segments are empty)")
     shape_ijk = seg["voxels"].shape[-3:]
@@ -325,17 +458,45 @@ def _seg_nrrd(path: Path, label_set: str | None) -> Segmentation:
     return Segmentation(out, names_for(label_set), label_set)
 
 
-def read_segmentation(path: str | Path, label_set: str | None = None) -> Segmentation:
+@dataclass
+class ReadOptions:
+    """How :func:`read_segmentation` treats labels that are not classes of the label set."""
+
+    #: id -> name table of a multilabel map (``label_tables.read_label_table`` formats)
+    label_names: str | Path | None = None
+    #: leave unknown ids / structures out (reported through ``info``) instead of refusing the file
+    drop_unknown: bool = False
+    info: Any = None
+
+    def report(self, line: str) -> None:
+        if self.info is not None:
+            self.info(line)
+
+
+def read_segmentation(
+    path: str | Path,
+    label_set: str | None = None,
+    *,
+    label_names: str | Path | None = None,
+    drop_unknown: bool = False,
+    info: Any = None,
+) -> Segmentation:
     """Read a segmentation (multilabel file, folder of masks, or ``.seg.nrrd``) as a UInt16 label map.
 
-    ``label_set`` None: guessed from the header names / mask names / ids (``labels.guess_label_set``).
+    ``label_set``: a TotalSegmentator label set (``total``, ``total_mr``, ...) or a shipped label scheme of
+    another dataset (``amos``, ``btcv``, ``maisi``, ``kits23``, ... see ``label_tables.scheme_names``), which is
+    mapped onto ``total`` by name; None: guessed from the header names / mask names / ids
+    (``labels.guess_label_set``). ``label_names``: the map's own id -> name table (CSV, JSON, ITK-SNAP, Slicer
+    colour table), whose names are mapped onto the label set. ``drop_unknown``: ids/structures that fit no class
+    are set to 0 and reported through ``info`` (a callable taking one line) instead of being an error.
     """
     p = Path(path)
+    opts = ReadOptions(label_names, drop_unknown, info)
     if p.is_dir():
-        return _mask_folder(p, label_set)
+        return _mask_folder(p, label_set, opts)
     if p.name.endswith(".seg.nrrd"):
-        return _seg_nrrd(p, label_set)
-    return _multilabel(p, label_set)
+        return _seg_nrrd(p, label_set, opts)
+    return _multilabel(p, label_set, opts)
 
 
 # --------------------------------------------------------------------------------------------------

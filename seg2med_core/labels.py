@@ -35,7 +35,10 @@ _GUESS_ORDER: tuple[str, ...] = ("total", "total_mr", "total_v1", "total_v3", "t
 
 def _check_name(name: str) -> None:
     if name not in LABEL_SETS:
-        raise Seg2MedError(f"unknown label set '{name}' (choose one of: {', '.join(LABEL_SETS)})")
+        from .label_tables import scheme_names
+
+        raise Seg2MedError(f"unknown label set '{name}' (choose one of: {', '.join(LABEL_SETS)}; "
+                           f"or a label scheme mapped onto total: {', '.join(scheme_names())})")
 
 
 @lru_cache(maxsize=1)

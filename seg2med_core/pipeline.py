@@ -344,3 +344,24 @@ def convert_segmentation(seg: Segmentation, dst: str) -> tuple[Segmentation, lab
     out = sitk.GetImageFromArray(converted.astype(np.uint16))
     out.CopyInformation(seg.image)
     return Segmentation(image=out, names=labels_mod.names_for(dst), label_set=dst), report
+
+
+def export_segmentation(seg: Segmentation, scheme_name: str) -> tuple[Segmentation, Any]:
+    """``seg`` (any TotalSegmentator set, a phantom, ...) written in another scheme's ids, e.g. MAISI's 132
+    classes with unlabelled body voxels as its body label 200 (body contour from the labels), so it can drive
+    that scheme's model. Returns the relabelled segmentation and a ``label_tables.ExportReport`` listing
+    classes without a counterpart."""
+    from seg2med_core import label_tables
+    from seg2med_core.preprocess import body_mask_from_segmentation
+
+    scheme = label_tables.load_scheme(scheme_name)
+    if seg.label_set != "total":
+        seg, _ = convert_segmentation(seg, "total")
+    arr = sitk.GetArrayFromImage(seg.image)
+    body = body_mask_from_segmentation(seg.image) if scheme.body_id is not None else None
+    out_arr, report = label_tables.export_to_scheme(arr, scheme, body)
+    if not out_arr.any():
+        raise Seg2MedError(f"no class of the segmentation has a counterpart in '{scheme_name}' ({report.summary()})")
+    out = sitk.GetImageFromArray(out_arr)
+    out.CopyInformation(seg.image)
+    return Segmentation(out, dict(scheme.names), scheme.name), report

@@ -77,10 +77,15 @@ class Seg2MedLogic:
         return core_labels.guess_label_set(set(), by_id)
 
     def segmentation_from_node(self, seg_node: Any, reference: Any | None = None,
-                               label_set: str | None = None) -> Segmentation:
+                               label_set: str | None = None, drop_unknown: bool = False,
+                               info: Callable[[str], None] | None = None) -> Segmentation:
         """Core ``Segmentation`` from a segmentation node; ids follow the label set, by segment name.
 
-        Exported on ``reference``'s grid when given, else on the segmentation's own reference geometry.
+        Names are matched as the command line matches label tables (``label_tables.match_class_name``:
+        "Left kidney" is ``kidney_left``). Segments whose names are no class of the label set (and that carry
+        no Seg2Med label tag) raise ValueError listing them, or with ``drop_unknown`` are left out (reported
+        through ``info``). Exported on ``reference``'s grid when given, else on the segmentation's own
+        reference geometry.
         """
         from seg2med_core import io as core_io
         from seg2med_core import labels as core_labels
@@ -94,8 +99,40 @@ class Seg2MedLogic:
         label_set = label_set or self.guess_label_set(seg_node)
         set_names = core_labels.names_for(label_set)
         name_to_id = {v: k for k, v in set_names.items()}
+        name_to_id.update(self._matched_segment_names(seg_node, label_set, name_to_id, drop_unknown, info))
         image, _ = nodes.segmentation_node_to_labelmap(self.scene, seg_node, reference, name_to_id)
         return core_io.Segmentation(image=sitk.Cast(image, sitk.sitkUInt16), names=set_names, label_set=label_set)
+
+    @staticmethod
+    def _matched_segment_names(seg_node: Any, label_set: str, name_to_id: dict[str, int], drop_unknown: bool,
+                               info: Callable[[str], None] | None) -> dict[str, int]:
+        """Extra ``{segment name: id}`` for names that mean a class without being spelt like it, and ``0``
+        (left out) for unknown untagged segments when ``drop_unknown``; otherwise ValueError naming them."""
+        import vtk
+        from seg2med_core.label_tables import few, match_class_name
+
+        segmentation = seg_node.GetSegmentation()
+        known = frozenset(name_to_id)
+        extra: dict[str, int] = {}
+        unknown: list[str] = []
+        for i in range(segmentation.GetNumberOfSegments()):
+            segment = segmentation.GetNthSegment(i)
+            name = segment.GetName()
+            if name in name_to_id:
+                continue
+            match = match_class_name(name, known)
+            if match is not None:
+                extra[name] = name_to_id[match]
+            elif not segment.GetTag(nodes.LABEL_TAG, vtk.mutable("")):
+                unknown.append(name)
+        if unknown and not drop_unknown:
+            raise ValueError(f"segmentation {seg_node.GetName()!r} has segments whose names are no class of label set "
+                             f"'{label_set}': {few(unknown)}; rename them to class names (e.g. 'liver') or drop them")
+        if unknown:
+            extra.update({name: 0 for name in unknown})
+            if info is not None:
+                info(f"segments left out (no class of '{label_set}'): {few(unknown)}")
+        return extra
 
     def segmentation_to_node(self, seg: Segmentation, name: str, node: Any | None = None) -> Any:
         """New (or refilled) segmentation node holding ``seg``'s labels with their class names."""
