@@ -191,6 +191,47 @@ def check_output(path: str | None, option: str, suffixes: tuple[str, ...] = ()) 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 
 
+def check_volume_output(args: argparse.Namespace) -> tuple[Path, bool]:
+    """``--out`` of synthesize/convert: an image file, or (a folder: existing and empty, or a path ending with
+    '/') a DICOM series; ``--dicom-source`` is read now so a bad one fails before sampling."""
+    from seg2med_core.dicom_out import is_dicom_output, read_source_attributes
+
+    if not is_dicom_output(args.out):
+        if args.dicom_source:
+            raise Seg2MedError("--dicom-source needs a DICOM --out folder (end it with '/')")
+        out = check_output(args.out, "--out", IMAGE_SUFFIXES)
+        assert out is not None
+        return out, False
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise Seg2MedError(f"--out folder '{out}' is not empty; give a new or empty folder for the DICOM series")
+    if not out.parent.is_dir():
+        raise Seg2MedError(f"--out folder '{out.parent}' does not exist")
+    if args.dicom_source:
+        read_source_attributes(args.dicom_source)
+    return out, True
+
+
+def write_volume(img: sitk.Image, out: Path, dicom: bool, modality: str, args: argparse.Namespace,
+                 info: Any = None) -> None:
+    """Write the synthetic volume: image file, or DICOM series (``dicom_out.write_dicom_series``)."""
+    from seg2med_core import io
+    from seg2med_core.dicom_out import write_dicom_series
+
+    if dicom:
+        write_dicom_series(img, out, modality, source=args.dicom_source, info=info)
+    else:
+        io.write_image(img, out)
+
+
+def _add_volume_output_arguments(p: argparse.ArgumentParser, help_out: str) -> None:
+    p.add_argument("--out", required=True,
+                   help=help_out + "; a folder (existing and empty, or ending with '/') gets a DICOM series")
+    p.add_argument("--dicom-source", default=None, metavar="DICOM",
+                   help="with a DICOM --out: copy patient, study and frame-of-reference attributes from this DICOM "
+                        "file or folder (default: anonymous patient, new study)")
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     from seg2med_core.cli_common import _json_safe
     from seg2med_core.io import write_json
@@ -245,8 +286,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from seg2med_core import io
     from seg2med_core.pipeline import check_compatible, synthesize
 
-    out = check_output(args.out, "--out", IMAGE_SUFFIXES)
-    assert out is not None
+    out, dicom = check_volume_output(args)
     preview = check_output(args.preview, "--preview", (".png",))
     metrics_path = check_output(args.metrics, "--metrics", (".json",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
@@ -291,7 +331,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         _write_json(metrics_path, result.metrics)
     if prior_out is not None:
         io.write_image(result.prior, prior_out)
-    io.write_image(result.image, out)
+    write_volume(result.image, out, dicom, modality, args, reporter.info)
     if result.metrics:
         reporter.message("metrics (inside the body): " + metrics_line(result.metrics, modality))
         banding = result.metrics.get("banding") or {}
@@ -364,8 +404,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from seg2med_core.bundle import check_modality
     from seg2med_core.pipeline import convert
 
-    out = check_output(args.out, "--out", IMAGE_SUFFIXES)
-    assert out is not None
+    out, dicom = check_volume_output(args)
     preview = check_output(args.preview, "--preview", (".png",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
     reporter = make_reporter(args)
@@ -399,7 +438,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         _write_preview(preview, result, result.segmentation, args.to, image, f"source {source.upper()}")
     if prior_out is not None:
         io.write_image(result.prior, prior_out)
-    io.write_image(result.image, out)
+    write_volume(result.image, out, dicom, args.to, args, reporter.info)
     reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), unmapped=list(report.unmapped) if report else [])
     return 0
@@ -531,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_arguments(p)
     p.add_argument("--image", default=None, help="real image: body contour, and metrics when it has the model's modality")
     p.add_argument("--image-modality", choices=("ct", "mr"), default=None, help="modality of --image (default: the label set's)")
-    p.add_argument("--out", required=True, help="output volume (.nii.gz, .nrrd, .mha)")
+    _add_volume_output_arguments(p, "output volume (.nii.gz, .nrrd, .mha)")
     p.add_argument("--prior-out", default=None, help="also write the prior image")
     p.add_argument("--preview", default=None, help="side-by-side PNG (labels | prior | synthetic | real) with metrics")
     p.add_argument("--metrics", default=None, help="JSON with SSIM/PSNR/MAE/HistCC inside the body and the slice banding metric (needs --image)")
@@ -546,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_arguments(p)
     p.add_argument("--image", required=True, help="source image (MR for --to ct, CT for --to mr)")
     p.add_argument("--to", choices=("ct", "mr"), required=True)
-    p.add_argument("--out", required=True)
+    _add_volume_output_arguments(p, "output volume (.nii.gz, .nrrd, .mha)")
     p.add_argument("--prior-out", default=None)
     p.add_argument("--preview", default=None)
     add_progress_argument(p)
