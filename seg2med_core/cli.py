@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +23,7 @@ import SimpleITK as sitk
 from seg2med_core import __version__
 from seg2med_core.cli_common import Reporter, add_progress_argument, emit_json, make_reporter
 from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
-from seg2med_core.errors import Cancelled, Seg2MedError
+from seg2med_core.errors import Cancelled, Seg2MedError, Terminated
 
 if TYPE_CHECKING:
     import torch
@@ -125,6 +127,12 @@ def _read_seg(args: argparse.Namespace, info: "Any | None" = None) -> "Segmentat
     return seg
 
 
+def _inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The input files of a command (for :func:`check_distinct`)."""
+    return {opt: getattr(args, attr, None) for opt, attr in
+            (("--seg", "seg"), ("--image", "image"), ("--tissue-seg", "tissue_seg"), ("--tissue-table", "tissue_table"))}  # fmt: skip
+
+
 def _read_image_matching(
     args: argparse.Namespace, seg: "Segmentation", info: "Any | None" = None
 ) -> tuple["Segmentation", sitk.Image]:
@@ -133,7 +141,10 @@ def _read_image_matching(
     with ``--resample-seg``; otherwise the one-line error naming what differs."""
     from seg2med_core import grids, io
 
+    from seg2med_core.pipeline import check_not_constant
+
     image = io.read_image(args.image)
+    check_not_constant(image, f"image '{args.image}'")
     seg = grids.match_segmentation(seg, image, f"segmentation '{args.seg}'", f"image '{args.image}'",
                                    resample=bool(getattr(args, "resample_seg", False)), info=info)
     return seg, image
@@ -175,7 +186,12 @@ def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
 
 
 def check_output(path: str | None, option: str, suffixes: tuple[str, ...] = ()) -> Path | None:
-    """Fail before any work when an output's folder is missing or its name has the wrong suffix."""
+    """Fail before any work when an output cannot be written: missing folder, wrong suffix, a folder in the
+    way, a folder without write permission or on a read-only or full disk (a file is created and removed
+    there to find out). Temporary files left in that folder by killed seg2med runs are cleaned up."""
+    from seg2med_core import io
+    from seg2med_core.filecheck import free_bytes, suffix_of
+
     if path is None:
         return None
     out = Path(path)
@@ -185,7 +201,57 @@ def check_output(path: str | None, option: str, suffixes: tuple[str, ...] = ()) 
         raise Seg2MedError(f"{option} folder '{out.parent}' does not exist")
     if suffixes and not out.name.lower().endswith(suffixes):
         raise Seg2MedError(f"{option} '{out}' must end with {' or '.join(suffixes)}")
+    if suffix_of(out.name) == ".mhd" and not out.name.endswith(".mhd"):
+        raise Seg2MedError(f"{option} '{out}': give .mhd outputs a lower-case suffix (the header names its data file)")
+    if out.exists() and not out.is_file():
+        raise Seg2MedError(f"{option} '{out}' exists and is not a regular file")
+    io.clean_stale_temp_files(out.parent)
+    probe = io._temp_name(out)
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        probe.unlink()
+    except OSError as exc:
+        raise Seg2MedError(f"{option} '{out}' cannot be written: {exc.strerror} (folder '{out.parent}')") from None
+    free = free_bytes(out.parent)
+    if free is not None and free < MIN_FREE_BYTES:
+        raise Seg2MedError(f"{option} '{out}' cannot be written: its disk is full ({free} bytes free)")
     return out
+
+
+#: An output folder with less free space than this is reported as full before any work starts.
+MIN_FREE_BYTES = 64 * 1024
+
+
+def _file_key(path: str | Path) -> tuple:
+    """Identity of a path: (device, inode) when it exists, else its resolved spelling (symlinks followed)."""
+    try:
+        st = os.stat(path)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(os.path.realpath(path)))
+
+
+def check_distinct(inputs: dict[str, str | Path | None], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output that is one of the inputs or another output (through a symlink,
+    a hard link or another spelling such as ``./a/../a/x.nii.gz``): it would be replaced or lost."""
+    seen: dict[tuple, tuple[str, str]] = {}
+    for option, value in inputs.items():
+        if value is not None:
+            seen.setdefault(_file_key(value), (option, str(value)))
+            seen.setdefault(("path", os.path.normcase(os.path.realpath(value))), (option, str(value)))
+    for option, value in outputs.items():
+        if value is None:
+            continue
+        keys = {_file_key(value), ("path", os.path.normcase(os.path.realpath(value)))}
+        for key in keys:
+            if key in seen:
+                other, other_value = seen[key]
+                role = "input" if other in inputs else "output"
+                raise Seg2MedError(
+                    f"{option} '{value}' is the same file as {role} {other} '{other_value}': choose another output name"
+                )
+        for key in keys:
+            seen[key] = (option, str(value))
 
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -254,6 +320,7 @@ def cmd_prior(args: argparse.Namespace) -> int:
 
     out = check_output(args.out, "--out", IMAGE_SUFFIXES)
     assert out is not None
+    check_distinct(_inputs(args), {"--out": out})
     reporter = make_reporter(args)
     sequence = parse_sequence(args.sequence)
     if sequence is not None and args.modality != "mr":
@@ -291,6 +358,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     metrics_path = check_output(args.metrics, "--metrics", (".json",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
     reformat = check_output(args.reformat, "--reformat", (".png",))
+    check_distinct(_inputs(args), {"--out": out, "--prior-out": prior_out, "--preview": preview, "--metrics": metrics_path,
+                                   "--reformat": reformat})
     if metrics_path is not None and not args.image:
         raise Seg2MedError("--metrics needs --image (the real image to compare with)")
     reporter = make_reporter(args)
@@ -323,15 +392,16 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         )
     finally:
         reporter.close()
-    if preview is not None:
-        _write_preview(preview, result, seg, modality, image, f"real {modality.upper()}")
-    if reformat is not None:
-        _write_reformat(reformat, result, modality, image if image_modality == modality else None, f"real {modality.upper()}")
-    if metrics_path is not None:
-        _write_json(metrics_path, result.metrics)
-    if prior_out is not None:
-        io.write_image(result.prior, prior_out)
-    write_volume(result.image, out, dicom, modality, args, reporter.info)
+    with io.output_group():  # all outputs or none (the volume last: a DICOM folder is moved into place at once)
+        if prior_out is not None:
+            io.write_image(result.prior, prior_out)
+        if metrics_path is not None:
+            _write_json(metrics_path, result.metrics)
+        if preview is not None:
+            _write_preview(preview, result, seg, modality, image, f"real {modality.upper()}")
+        if reformat is not None:
+            _write_reformat(reformat, result, modality, image if image_modality == modality else None, f"real {modality.upper()}")
+        write_volume(result.image, out, dicom, modality, args, reporter.info)
     if result.metrics:
         reporter.message("metrics (inside the body): " + metrics_line(result.metrics, modality))
         banding = result.metrics.get("banding") or {}
@@ -407,6 +477,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out, dicom = check_volume_output(args)
     preview = check_output(args.preview, "--preview", (".png",))
     prior_out = check_output(args.prior_out, "--prior-out", IMAGE_SUFFIXES)
+    check_distinct(_inputs(args), {"--out": out, "--prior-out": prior_out, "--preview": preview})
     reporter = make_reporter(args)
     seg = _read_seg(args, reporter.info)
     seg, image = _read_image_matching(args, seg, reporter.info)
@@ -434,11 +505,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
         reporter.close()
     if report is not None:
         reporter.info("labels converted: " + report.summary())
-    if preview is not None:
-        _write_preview(preview, result, result.segmentation, args.to, image, f"source {source.upper()}")
-    if prior_out is not None:
-        io.write_image(result.prior, prior_out)
-    write_volume(result.image, out, dicom, args.to, args, reporter.info)
+    with io.output_group():  # all outputs or none (the volume last: a DICOM folder is moved into place at once)
+        if prior_out is not None:
+            io.write_image(result.prior, prior_out)
+        if preview is not None:
+            _write_preview(preview, result, result.segmentation, args.to, image, f"source {source.upper()}")
+        write_volume(result.image, out, dicom, args.to, args, reporter.info)
     reporter.message(f"wrote {out} ({result.slices_sampled} slices sampled in {result.seconds_sampling:.1f} s)")
     reporter.done(output=str(out), unmapped=list(report.unmapped) if report else [])
     return 0
@@ -472,6 +544,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
         return 0
     out = check_output(args.out, "--out", (".nii.gz", ".nii", ".seg.nrrd"))
     assert out is not None
+    check_distinct({"--seg": args.seg}, {"--out": out})
     seg = io.read_segmentation(args.seg, label_set=args.label_set, label_names=args.label_names,
                                drop_unknown=args.drop_unknown_labels, info=print)
     if args.to in label_tables.scheme_names():
@@ -625,12 +698,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 cancelled)."""
+    """Run the command line; returns the exit code (0 ok, 2 bad input, 130 cancelled / Ctrl-C, 143 SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     json_mode = getattr(args, "progress_format", "tqdm") == "json"
+    with _sigterm_raises():
+        return _run(args, json_mode)
+
+
+#: Exit code after SIGTERM (128 + 15, as a shell reports it); Ctrl-C and cancel callbacks give 130.
+EXIT_TERMINATED = 143
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated("terminated by SIGTERM")
+
+
+class _sigterm_raises:
+    """SIGTERM raises :class:`Terminated` in the main thread, so writes are rolled back like on cancel."""
+
+    def __enter__(self) -> None:
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _run(args: argparse.Namespace, json_mode: bool) -> int:
     try:
         return int(args.func(args) or 0)
+    except Terminated as exc:
+        if json_mode:
+            emit_json("cancelled", message=str(exc))
+        print(f"seg2med: cancelled: {exc}", file=sys.stderr)
+        return EXIT_TERMINATED
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         return 0
     except (Seg2MedError, OSError) as exc:

@@ -30,6 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import Seg2MedError
+from .filecheck import check_geometry, check_image_file, check_regular_file, free_bytes, fsync_file, suffix_of
 from .labels import all_class_names, class_names_to_ids, guess_label_set, names_for
 from .tables import paint_by_volume
 
@@ -110,14 +111,43 @@ def _check_volume(img: sitk.Image, what: str, path: str | Path) -> None:
                            "a scalar volume is needed")
 
 
+_SITK_NOISE = re.compile(
+    r"^(Exception thrown in SimpleITK \S+:\s*)?(\S+\.(cxx|cpp|h|hxx|txx):\d+:?\s*)?(sitk::ERROR:\s*|ITK ERROR:\s*)?(\w+\(0x[0-9a-f]+\):\s*)?"
+)
+
+
+def sitk_error(exc: BaseException, limit: int = 300) -> str:
+    """The meaningful part of a SimpleITK/ITK exception in one line (not the C++ source-location line)."""
+    parts = []
+    for line in str(exc).splitlines():
+        text = _SITK_NOISE.sub("", line.strip()).strip()
+        if text:
+            parts.append(text)
+    message = " ".join(parts) or exc.__class__.__name__
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _check_geometry(img: sitk.Image, what: str, path: str | Path) -> None:
+    check_geometry(img.GetSpacing(), img.GetOrigin(), img.GetDirection(), path, what)
+
+
 def _read_file(path: Path, what: str) -> sitk.Image:
-    if not path.exists():
-        raise Seg2MedError(f"{what} '{path}' does not exist")
+    """``sitk.ReadImage`` after the checks SimpleITK does not make (regular, complete file; header spacing)."""
+    check_image_file(path, what)
+    name = path.name
+    low = name[: -len(suffix_of(name))] + suffix_of(name) if suffix_of(name) else name
     try:
-        return sitk.ReadImage(str(path))
+        if low == name or suffix_of(name) == ".mhd":
+            with quiet_native_stderr():
+                return sitk.ReadImage(str(path))
+        # ITK picks its reader by the (case-sensitive) suffix: read X.NII.GZ through a lower-case link
+        with tempfile.TemporaryDirectory(prefix="seg2med-read-") as folder:
+            link = Path(folder) / low
+            link.symlink_to(path.resolve())
+            with quiet_native_stderr():
+                return sitk.ReadImage(str(link))
     except RuntimeError as exc:
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "unknown reason")
-        raise Seg2MedError(f"{what} '{path}' cannot be read: {first[:200]}") from None
+        raise Seg2MedError(f"{what} '{path}' cannot be read: {sitk_error(exc)}") from None
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
@@ -132,7 +162,7 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as exc:
-        raise Seg2MedError(f"DICOM series in '{folder}' cannot be read: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise Seg2MedError(f"DICOM series in '{folder}' cannot be read: {sitk_error(exc)}") from None
 
 
 def read_image(path: str | Path) -> sitk.Image:
@@ -140,9 +170,10 @@ def read_image(path: str | Path) -> sitk.Image:
     p = Path(path)
     img = _read_dicom_folder(p) if p.is_dir() else _read_file(p, "image")
     _check_volume(img, "image", p)
+    _check_geometry(img, "image", p)
     if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
         bad = int(np.count_nonzero(~np.isfinite(sitk.GetArrayViewFromImage(img))))
-        if not bad and p.name.endswith((".nii", ".nii.gz")):
+        if not bad and suffix_of(p.name) in (".nii", ".nii.gz"):
             bad = _nifti_nonfinite(p)
         if bad:
             raise Seg2MedError(f"image '{path}' has {bad} NaN/infinite voxel(s)")
@@ -178,7 +209,16 @@ def nifti_label_names(path: str | Path) -> dict[int, str] | None:
                 root = ET.fromstring(content.decode("utf-8", errors="replace").strip())
             except ET.ParseError as exc:
                 raise Seg2MedError(f"segmentation '{path}' has an unreadable label-name header extension: {exc}") from None
-            names = {int(lab.get("Key", "-1")): (lab.text or "").strip() for lab in root.iter("Label")}
+            names: dict[int, str] = {}
+            for lab in root.iter("Label"):
+                key = lab.get("Key", "-1")
+                try:
+                    names[int(key)] = (lab.text or "").strip()
+                except ValueError:
+                    raise Seg2MedError(
+                        f"segmentation '{path}' has a label-name header extension with a non-integer Key {key!r} "
+                        f"(label {(lab.text or '').strip()!r})"
+                    ) from None
             return {k: v for k, v in names.items() if k > 0 and v}
     return None
 
@@ -212,6 +252,11 @@ def _read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray, set[int]]:
     """A multilabel file as it is: the image, its labels as a uint16 (z, y, x) array, and the present ids."""
     img = _read_file(path, "segmentation")
     _check_volume(img, "segmentation", path)
+    _check_geometry(img, "segmentation", path)
+    if img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and suffix_of(path.name) in (".nii", ".nii.gz"):
+        bad = _nifti_nonfinite(path)  # ITK's NIfTI reader turns NaN into 0, i.e. background
+        if bad:
+            raise Seg2MedError(f"segmentation '{path}' has {bad} NaN/infinite label value(s)")
     arr = _integer_labels(sitk.GetArrayFromImage(img), path)
     ids = {int(i) for i in np.unique(arr) if i != 0}
     if not ids:
@@ -240,7 +285,7 @@ def _multilabel(path: Path, label_set: str | None, opts: "ReadOptions") -> Segme
     img, arr, ids = _read_label_map(path)
     if opts.label_names is not None or (label_set is not None and label_set in scheme_names()):
         return _multilabel_by_table(path, img, arr, ids, label_set, opts)
-    file_names = nifti_label_names(path) if path.name.endswith((".nii", ".nii.gz")) else None
+    file_names = nifti_label_names(path) if suffix_of(path.name) in (".nii", ".nii.gz") else None
     if label_set is None:
         present_names = {i: n for i, n in (file_names or {}).items() if i in ids} or None
         if present_names is None and not any(ids <= set(names_for(s)) for s in ("total", "total_mr", "total_v1", "total_v3")):
@@ -339,9 +384,17 @@ def _normalise_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip()).lower()
 
 
+def canonical_class_name(name: str, label_set: str | None = None) -> str:
+    """``name`` spelled as the label set spells it (``vertebrae_l4`` -> ``vertebrae_L4``): class names are
+    matched case-insensitively (Slicer and some tools lower-case them); unknown names are returned as given."""
+    pool = names_for(label_set).values() if label_set is not None else all_class_names()
+    lookup = {n.lower(): n for n in pool}
+    return lookup.get(name.lower(), name)
+
+
 def _strip_suffix(name: str) -> str:
     for suffix in MASK_SUFFIXES:
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -386,7 +439,7 @@ def _mask_indices(arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _mask_folder(folder: Path, label_set: str | None, opts: "ReadOptions") -> Segmentation:
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(MASK_SUFFIXES))
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(MASK_SUFFIXES))
     if not files:
         raise Seg2MedError(f"segmentation folder '{folder}' contains no mask files ({', '.join(MASK_SUFFIXES)})")
     names = [_strip_suffix(f.name) for f in files]
@@ -398,6 +451,7 @@ def _mask_folder(folder: Path, label_set: str | None, opts: "ReadOptions") -> Se
             continue
         img = _read_file(f, "mask")
         _check_volume(img, "mask", f)
+        _check_geometry(img, "mask", f)
         if ref is None:
             ref = img
         else:
@@ -412,9 +466,17 @@ def _mask_folder(folder: Path, label_set: str | None, opts: "ReadOptions") -> Se
     return Segmentation(out, names_for(label_set), label_set)
 
 
-def _ijk_to_lps_geometry(ijk_to_lps: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+def _ijk_to_lps_geometry(
+    ijk_to_lps: np.ndarray, path: str | Path = "", what: str = "segmentation"
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     m = np.asarray(ijk_to_lps, dtype=float)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)):
+        raise Seg2MedError(f"{what} '{path}' has non-finite space directions/origin in its header: {m[:3].tolist()}")
     spacing = np.linalg.norm(m[:3, :3], axis=0)
+    if not np.all(spacing > 0):
+        axis = "ijk"[int(np.argmin(spacing))]
+        raise Seg2MedError(f"{what} '{path}' has a zero space direction for axis {axis} (spacing 0 mm): "
+                           f"space directions {m[:3, :3].T.tolist()}")
     direction = m[:3, :3] / spacing
     return tuple(spacing.tolist()), tuple(m[:3, 3].tolist()), tuple(direction.flatten().tolist())
 
@@ -422,7 +484,7 @@ def _ijk_to_lps_geometry(ijk_to_lps: np.ndarray) -> tuple[tuple[float, ...], tup
 def _segment_class_name(segment: Mapping[str, object]) -> str:
     """Class name of a Slicer segment: its name (``"Kidney left"`` -> ``kidney_left``), or its ID when only
     the ID is a known class name (Slicer shows terminology names but may keep TotalSegmentator IDs)."""
-    known = set(all_class_names())
+    known = {n.lower() for n in all_class_names()}  # _normalise_name lower-cases: compare lower-cased
     name = _normalise_name(str(segment.get("name") or segment.get("id") or ""))
     seg_id = _normalise_name(str(segment.get("id") or ""))
     return seg_id if name not in known and seg_id in known else name
@@ -431,8 +493,7 @@ def _segment_class_name(segment: Mapping[str, object]) -> str:
 def _seg_nrrd(path: Path, label_set: str | None, opts: "ReadOptions") -> Segmentation:
     import slicerio
 
-    if not path.exists():
-        raise Seg2MedError(f"segmentation '{path}' does not exist")
+    check_image_file(path, "segmentation")
     try:
         seg = slicerio.read_segmentation(str(path))
     except Exception as exc:  # slicerio/pynrrd raise assorted errors for broken files
@@ -440,18 +501,19 @@ def _seg_nrrd(path: Path, label_set: str | None, opts: "ReadOptions") -> Segment
     segments = seg.get("segments") or []
     if not segments:
         raise Seg2MedError(f"segmentation '{path}' has no segments")
-    names = [_segment_class_name(s) for s in segments]
+    names = [canonical_class_name(_segment_class_name(s), label_set) for s in segments]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise Seg2MedError(f"segmentation '{path}' has several segments named {_few(dup)}")
     label_set, ids = _ids_for_names(names, label_set, f"segmentation '{path}'", opts)
+    spacing, origin, direction = _ijk_to_lps_geometry(seg["ijkToLPS"], path)
+    check_geometry(spacing, origin, direction, path, "segmentation")
     flat = {n: np.flatnonzero(np.transpose(slicerio.segment_mask(seg, s), (2, 1, 0)))
             for n, s in zip(names, segments) if n in ids}
     if not any(len(v) for v in flat.values()):
         raise Seg2MedError(f"segmentation '{path}' is empty (all {len(segments)} segments are empty)")
     shape_ijk = seg["voxels"].shape[-3:]
     out = sitk.GetImageFromArray(paint_by_volume(tuple(reversed(shape_ijk)), flat, ids))
-    spacing, origin, direction = _ijk_to_lps_geometry(seg["ijkToLPS"])
     out.SetSpacing(spacing)
     out.SetOrigin(origin)
     out.SetDirection(direction)
@@ -504,31 +566,208 @@ def read_segmentation(
 
 
 def _split_suffix(name: str) -> tuple[str, str]:
+    low = name.lower()
     for suffix in _COMPOUND_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)], suffix
+        if low.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
     stem, dot, ext = name.rpartition(".")
     return (stem, "." + ext) if dot and stem else (name, "")
 
 
+#: seg2med's own temporary names: ``<stem>.tmp-<pid>-<8 hex>[.ext]`` files and ``.<name>.tmp-<pid>-<8 hex>``
+#: folders (``.mhd`` pairs). Only names of this exact form whose process is gone are ever cleaned up.
+_TEMP_FILE = re.compile(r"^.+\.tmp-(?P<pid>\d{1,10})-[0-9a-f]{8}(\.[a-z0-9]{1,8}){0,2}$")
+_TEMP_DIR = re.compile(r"^\..+\.tmp-(?P<pid>\d{1,10})-[0-9a-f]{8}$")
+
+
 def _temp_name(target: Path) -> Path:
+    """``name.tmp-<pid>-<hex>.ext`` next to ``target``; the suffix lower-cased (ITK picks writers by it)."""
     stem, suffix = _split_suffix(target.name)
-    return target.with_name(f"{stem}.tmp-{secrets.token_hex(4)}{suffix}")
+    return target.with_name(f"{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{suffix.lower()}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists (another user's process), or not a pid we can judge: keep its files
+    return True
+
+
+def clean_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Remove seg2med's temporary files/folders in ``folder`` whose writing process no longer runs (left by
+    ``kill -9`` or a power cut). Only names of the exact form made by :func:`atomic_path` are touched, and
+    never those of a live process (this one included). Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        is_dir = entry.is_dir(follow_symlinks=False)
+        m = (_TEMP_DIR if is_dir else _TEMP_FILE).match(entry.name)
+        if m is None or not (is_dir or entry.is_file(follow_symlinks=False)):
+            continue
+        pid = int(m["pid"])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        try:
+            if is_dir:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass
+    return removed
+
+
+class _Pending:
+    """Finished temporary files waiting to be moved onto their final names (see :func:`output_group`)."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[Path, Path]] = []
+        self.cleanup: list[Path] = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.moves:
+            tmp.unlink(missing_ok=True)
+        for extra in self.cleanup:
+            shutil.rmtree(extra, ignore_errors=True)
+
+    def commit(self) -> None:
+        for tmp, target in self.moves:
+            os.replace(tmp, target)
+        for extra in self.cleanup:
+            shutil.rmtree(extra, ignore_errors=True)
+
+
+_GROUP: list[_Pending] = []
+
+
+def _blocked_signals():  # noqa: ANN202
+    """Context: SIGINT/SIGTERM wait while final names are put in place (in the main thread only)."""
+    import signal
+    import threading
+
+    @contextmanager
+    def block() -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+            yield
+            return
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    return block()
+
+
+def _finish(moves: list[tuple[Path, Path]], cleanup: list[Path] = ()) -> None:  # type: ignore[assignment]
+    """Move finished temporary files into place now, or at the end of the enclosing :func:`output_group`."""
+    if _GROUP:
+        _GROUP[-1].moves.extend(moves)
+        _GROUP[-1].cleanup.extend(cleanup)
+        return
+    pending = _Pending()
+    pending.moves, pending.cleanup = list(moves), list(cleanup)
+    with _blocked_signals():
+        pending.commit()
+
+
+@contextmanager
+def output_group() -> Iterator[None]:
+    """Write several outputs all-or-nothing: inside, :func:`atomic_path` (and every writer using it) leaves
+    its finished temporary file in place; only when the block succeeds are all of them moved onto their final
+    names (signals held meanwhile). On any failure every temporary file is removed and no output appears."""
+    pending = _Pending()
+    _GROUP.append(pending)
+    try:
+        yield
+    except BaseException:
+        _GROUP.pop()
+        pending.discard()
+        raise
+    _GROUP.pop()
+    try:
+        with _blocked_signals():
+            pending.commit()
+    except BaseException:
+        pending.discard()
+        raise
+
+
+def _write_error(target: Path, exc: OSError) -> Seg2MedError:
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    return Seg2MedError(f"cannot write '{target}': {reason}")
+
+
+def _incomplete(target: Path, exc: Seg2MedError) -> Seg2MedError:
+    free = free_bytes(target.parent)
+    disk = f", {free} bytes free on its disk" if free is not None and free < (1 << 20) else ""
+    detail = str(exc).split(": ", 1)[-1].replace("; the file was cut off", "")
+    return Seg2MedError(f"cannot write '{target}': the file came out incomplete ({detail}{disk}); is the disk full? Nothing was written")
+
+
+@contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what ITK/NIfTI C code prints on stderr (``** ERROR: NWAD ...``): failures reach the user as
+    one ``Seg2MedError`` line instead. Only the main thread redirects (fd 2 is process-wide)."""
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or os.environ.get("SEG2MED_NATIVE_STDERR"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` (``name.tmp-XXXX.ext``) and move it into place on success.
+    """Yield a temporary path next to ``path`` (``name.tmp-<pid>-XXXX.ext``) and move it into place on success.
 
-    The extension is kept so writers that choose a format by suffix work. On any exception the temporary
-    file is removed and ``path`` is left untouched. Missing parent folders are created.
+    The extension is kept (lower-cased) so writers that choose a format by suffix work. The file is flushed
+    to the disk (``fsync``: a full disk shows up there on many file systems) before the rename. On any
+    exception the temporary file is removed and ``path`` is left untouched; an ``OSError`` (full disk,
+    permissions) becomes a one-line ``Seg2MedError`` naming ``path``. Missing parent folders are created, and
+    temporary files left in that folder by killed seg2med processes are removed. Inside
+    :func:`output_group` the rename waits until the whole group has succeeded.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    clean_stale_temp_files(target.parent)
     tmp = _temp_name(target)
     try:
         yield tmp
-        os.replace(tmp, target)
+        if tmp.exists():
+            fsync_file(tmp)
+        _finish([(tmp, target)])
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, Seg2MedError):
+            raise
+        raise _write_error(target, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -580,14 +819,64 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_image(img: sitk.Image, path: str | Path) -> Path:
-    """Write ``img`` atomically (format from the suffix, compressed where the format allows)."""
+def verify_written(tmp: Path, target: Path) -> None:
+    """Re-check a file just written (complete, decompressible, as many voxel bytes as its header says):
+    SimpleITK's writers do not report a full disk, so this is where a short write is caught."""
     try:
-        with atomic_path(path) as tmp:
-            sitk.WriteImage(img, str(tmp), True)
+        check_image_file(tmp, "output")
+    except Seg2MedError as exc:
+        raise _incomplete(target, exc) from None
+
+
+def write_image(img: sitk.Image, path: str | Path) -> Path:
+    """Write ``img`` atomically (format from the suffix, compressed where the format allows), then verify it.
+
+    A short write (full disk) is an error and leaves nothing under ``path``. ``.mhd`` writes its header and
+    its ``.zraw`` data file as one pair. Upper-case suffixes (``X.NII.GZ``) are written as such.
+    """
+    target = Path(path)
+    if suffix_of(target.name) == ".mhd":
+        return _write_mhd(img, target)
+    with atomic_path(target) as tmp:
+        try:
+            with quiet_native_stderr():
+                sitk.WriteImage(img, str(tmp), True)
+        except RuntimeError as exc:
+            raise Seg2MedError(f"cannot write image '{path}': {sitk_error(exc).replace(str(tmp), str(target))}") from None
+        verify_written(tmp, target)
+    return target
+
+
+def _write_mhd(img: sitk.Image, target: Path) -> Path:
+    """``.mhd`` header + data file: both are written in a temporary folder, verified, then moved (data first)."""
+    if not target.name.endswith(".mhd"):
+        raise Seg2MedError(f"cannot write image '{target}': give .mhd outputs a lower-case suffix (the header names its data file)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    clean_stale_temp_files(target.parent)
+    folder = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        folder.mkdir()
+        header = folder / target.name
+        with quiet_native_stderr():
+            sitk.WriteImage(img, str(header), True)
+        data = [f for f in folder.iterdir() if f.name != target.name]
+        for f in [header, *data]:
+            fsync_file(f)
+        verify_written(header, target)
+        _finish([(f, target.parent / f.name) for f in data] + [(header, target)], [folder])
     except RuntimeError as exc:
-        raise Seg2MedError(f"cannot write image '{path}': {str(exc).strip().splitlines()[0][:200]}") from None
-    return Path(path)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Seg2MedError(f"cannot write image '{target}': {sitk_error(exc).replace(str(folder / target.name), str(target))}") from None
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise _write_error(target, exc) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return target
 
 
 def caret_extension_xml(names: Mapping[int, str]) -> bytes:
@@ -623,6 +912,7 @@ def _write_seg_nrrd(seg: Segmentation, path: Path, present: Mapping[int, str]) -
         slicerio.add_segment(out, arr == i, {"id": name, "name": name})
     with atomic_path(path) as tmp:
         slicerio.write_segmentation(str(tmp), out)
+        verify_written(tmp, path)
 
 
 def write_segmentation(seg: Segmentation, path: str | Path) -> Path:
@@ -632,20 +922,25 @@ def write_segmentation(seg: Segmentation, path: str | Path) -> Path:
     target = Path(path)
     present = _present_names(seg)
     img = sitk.Cast(seg.image, sitk.sitkUInt16)
-    if target.name.endswith(".seg.nrrd"):
+    if suffix_of(target.name) == ".seg.nrrd":
         _write_seg_nrrd(Segmentation(img, seg.names, seg.label_set), target, present)
         return target
-    if not target.name.endswith((".nii", ".nii.gz")):
+    if suffix_of(target.name) not in (".nii", ".nii.gz"):
         raise Seg2MedError(f"segmentation output '{path}' must end with .nii.gz, .nii or .seg.nrrd")
     with atomic_path(target) as tmp:
         plain = _temp_name(target)  # SimpleITK writes the geometry; nibabel adds the names
         try:
-            sitk.WriteImage(img, str(plain), True)
+            with quiet_native_stderr():
+                sitk.WriteImage(img, str(plain), True)
+            verify_written(plain, target)
             nimg = nib.load(str(plain), mmap=False)
             data = np.asarray(nimg.dataobj).astype(np.uint16)
             header = nimg.header.copy()
             header.extensions.append(nib.nifti1.Nifti1Extension(0, caret_extension_xml(present)))
             nib.save(nib.Nifti1Image(data, nimg.affine, header=header), str(tmp))
+            verify_written(tmp, target)
+        except RuntimeError as exc:
+            raise Seg2MedError(f"cannot write segmentation '{target}': {sitk_error(exc)}") from None
         finally:
             plain.unlink(missing_ok=True)
     return target

@@ -73,8 +73,23 @@ def body_mask(seg: Segmentation, image: sitk.Image | None = None, image_modality
     """Body contour in the segmentation's (z, y, x) order: from ``image`` when given, else from the labels."""
     if image is not None:
         check_same_geometry(seg.image, image, "segmentation", "image")
-        return body_mask_from_image(image, image_modality or segmentation_modality(seg))
+        check_not_constant(image)
+        body = body_mask_from_image(image, image_modality or segmentation_modality(seg))
+        if not body.any():
+            raise Seg2MedError(
+                f"no body found in the image (nothing above the {image_modality or segmentation_modality(seg)} body "
+                "threshold): is it the right image, or of the other modality (--image-modality)?"
+            )
+        return body
     return body_mask_from_segmentation(seg.image)
+
+
+def check_not_constant(image: sitk.Image, name: str = "the image") -> None:
+    """Refuse a constant image: it has no body contour (all air, or the whole field as body)."""
+    arr = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise Seg2MedError(f"{name} is constant (every voxel is {lo:g}): no body contour can be found in it")
 
 
 def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:
@@ -205,6 +220,13 @@ def synthesize(
     config = sampler or SamplerConfig()
     out_stack = np.zeros(prior_stack.shape, dtype=np.float32)
     n_keep = int(keep.sum())
+    if n_keep == 0:
+        largest = int(body_stack.reshape(body_stack.shape[0], -1).sum(axis=1).max()) if body_stack.size else 0
+        raise Seg2MedError(
+            f"the body is too small to synthesise: it covers at most {largest} of the {meta.image_size}x{meta.image_size} "
+            f"model pixels in any slice (at least {MIN_BODY_FRACTION:.1%} = "
+            f"{int(np.ceil(MIN_BODY_FRACTION * meta.image_size ** 2))} are needed); is the segmentation complete?"
+        )
     seconds = 0.0
     if n_keep:
         steps = 1 if meta.model_kind == "regression" else config.steps

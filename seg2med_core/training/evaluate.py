@@ -20,6 +20,8 @@ Outputs in ``EVAL_DIR``: ``per_case.csv``, ``summary.csv``, ``summary.md`` (pape
 
 from __future__ import annotations
 
+import csv
+
 import json
 import math
 import tempfile
@@ -303,6 +305,8 @@ def evaluate(
 
     options = options or EvalOptions()
     log = log or (lambda message: None)
+    if compare is not None:  # before any work and before anything is written
+        _read_compare_rows(Path(compare))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes: dict[str, str] = {}
@@ -368,8 +372,24 @@ def evaluate(
     metrics = [m for m in IMAGE_METRICS + BANDING_METRICS if any(m in r for r in rows)]
     summaries = stats.summarise(rows, metrics)
     result = EvalResult(out, rows, summaries, notes, skipped, fid)
-    _write_outputs(result, method.name, metrics, dice_rows, compare, settings or {}, log)
+    with io.output_group():  # every table and figure, or none
+        _write_outputs(result, method.name, metrics, dice_rows, compare, settings or {}, log)
     return result
+
+
+def _read_compare_rows(folder: Path) -> list[dict[str, str]]:
+    """Per-case rows of the ``--compare`` evaluation folder; a one-line error when it is not one."""
+    if not folder.is_dir():
+        raise Seg2MedError(f"--compare folder '{folder}' does not exist")
+    try:
+        rows = stats.read_rows_csv(folder / "per_case.csv")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise Seg2MedError(f"--compare results '{folder / 'per_case.csv'}' cannot be read: {exc}") from None
+    except Seg2MedError:
+        raise Seg2MedError(f"--compare folder '{folder}' is not an evaluation folder (no per_case.csv)") from None
+    if not rows:
+        raise Seg2MedError(f"--compare results '{folder / 'per_case.csv'}' have no cases")
+    return rows
 
 
 def _write_outputs(
@@ -398,7 +418,7 @@ def _write_outputs(
     other_name = None
     if compare is not None:
         other_dir = Path(compare)
-        other_rows = stats.read_rows_csv(other_dir / "per_case.csv")
+        other_rows = _read_compare_rows(other_dir)
         other_name = _run_name(other_dir)
         if other_name == name:
             other_name = f"{other_name} ({other_dir.name})"
