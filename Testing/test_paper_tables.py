@@ -105,3 +105,30 @@ def test_cli_results_prints_tables_and_bad_input(tmp_path: Path, capsys) -> None
     assert err == [f"seg2med: error: evaluation folder '{tmp_path / 'missing'}' does not exist"] and not bad_out.exists()
     assert main(["evaluate", "--results", str(a), str(b), "--run-names", "only-one", "--out", str(bad_out)]) == 2
     assert "--run-names needs 2 non-empty name(s)" in capsys.readouterr().err and not bad_out.exists()
+
+
+def test_runs_of_one_method_per_dataset_are_merged() -> None:
+    pelvis = Run("DDPM", five("pelvis", 0.9), {"pelvis": 4.0})
+    amos = Run("DDPM", five("amos22-ct", 0.8), {"amos22-ct": 9.0, "overall": 9.0})
+    unet = Run("UNet", five("pelvis", 0.7) + five("amos22-ct", 0.6), {"overall": "skipped"})
+    text = render("ii", [pelvis, amos, unet])
+    assert "| mean ± std | DDPM | UNet |" in text and "| amos22-ct | 9.00 | skipped |" in text
+    assert "| overall | – | skipped |" in text  # pooled-slice FID cannot be rebuilt from per-dataset runs
+    assert "| overall | 0.87 ± 0.05 | 0.67 ± 0.05 |" in text
+    with pytest.raises(Exception, match="both hold case 'pelvis0'"):
+        render("ii", [pelvis, pelvis])
+
+
+def test_split_auto_is_chosen_per_dataset() -> None:
+    from seg2med_core.training.cli import _select_split
+    from seg2med_core.training.dataset import CaseSpec
+
+    cases = [
+        CaseSpec("s1", Path("i"), Path("s"), split="train", dataset="totalsegmentator"),
+        CaseSpec("s2", Path("i"), Path("s"), split="test", dataset="totalsegmentator"),
+        CaseSpec("a1", Path("i"), Path("s"), split="train", dataset="amos22-ct"),
+        CaseSpec("a2", Path("i"), Path("s"), split="val", dataset="amos22-ct"),
+        CaseSpec("n1", Path("i"), Path("s"), dataset="Dataset501"),
+    ]
+    assert [c.case_id for c in _select_split(cases, "auto")] == ["s2", "a2", "n1"]
+    assert [c.case_id for c in _select_split(cases, "test")] == ["s2"]

@@ -89,7 +89,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
         help="paper table layout printed at the end: ii = datasets x methods per metric + Mann-Whitney (Exp. I), iv = datasets x metrics (Exp. II), vi = conversions x metrics (Exp. IV)",
     )
     p.add_argument("--run-names", default=None, help="comma-separated column/row labels for the runs of the table (default: method names, MR-to-CT for conversions)")
-    p.add_argument("--split", default="auto", help="which CSV split to evaluate: auto (test, else val, else all), all, train, val, test")
+    p.add_argument("--split", default="auto", help="which split to evaluate: auto (per dataset: its test cases, else val, else all), all, train, val, test")
     p.add_argument("--slices", default=None, help="START:STOP canonical axial slices to evaluate (e.g. a training hold-out)")
     p.add_argument("--sampler", choices=SAMPLER_KINDS, default=DEFAULT_SAMPLER)
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
@@ -263,14 +263,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _select_split(cases, split: str):
+    """Cases of ``split``; ``auto`` chooses per dataset: its test cases, else its val cases, else all of them
+    (a dataset never trained on, e.g. AMOS as the paper's unseen M2OLIE, is evaluated whole or on its val split)."""
     if split == "all":
         return list(cases)
     if split == "auto":
-        for wanted in ("test", "val"):
-            chosen = [c for c in cases if c.split == wanted]
-            if chosen:
-                return chosen
-        return list(cases)
+        chosen = []
+        for dataset in dict.fromkeys(c.dataset for c in cases):
+            mine = [c for c in cases if c.dataset == dataset]
+            for wanted in ("test", "val", None):
+                picked = [c for c in mine if wanted is None or c.split == wanted]
+                if picked:
+                    chosen.extend(picked)
+                    break
+        return chosen
     if split not in ("train", "val", "test"):
         raise Seg2MedError(f"--split must be auto, all, train, val or test, got {split!r}")
     chosen = [c for c in cases if c.split == split]

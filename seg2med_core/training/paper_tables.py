@@ -73,6 +73,27 @@ def load_run(folder: str | Path) -> Run:
     return Run(str(meta.get("method") or folder.name), rows, fid, dict(meta.get("settings") or {}), modality)
 
 
+def merge_runs(runs: Sequence[Run]) -> list[Run]:
+    """Runs with the same label (one method evaluated dataset by dataset) become one column / row."""
+    merged: dict[str, Run] = {}
+    for run in runs:
+        if run.label not in merged:
+            merged[run.label] = Run(run.name, list(run.rows), dict(run.fid), dict(run.settings), run.modality)
+            continue
+        into = merged[run.label]
+        seen = {(r.get("dataset"), r.get("case")) for r in into.rows}
+        twice = [r.get("case") for r in run.rows if (r.get("dataset"), r.get("case")) in seen]
+        if twice:
+            raise Seg2MedError(f"evaluations of '{run.label}' both hold case '{twice[0]}': give each case once")
+        into.rows.extend(run.rows)
+        # the overall FID is computed over the pooled slices of one evaluation: merged parts have none
+        both_skipped = into.fid.get(stats.OVERALL) == "skipped" and run.fid.get(stats.OVERALL) == "skipped"
+        into.fid = {k: v for k, v in {**into.fid, **run.fid}.items() if k != stats.OVERALL}
+        if both_skipped:
+            into.fid[stats.OVERALL] = "skipped"
+    return list(merged.values())
+
+
 def _scaled(run: Run) -> list[dict[str, Any]]:
     """Rows with MR MAE on the paper's [0, 255] scale."""
     if run.modality != "mr":
@@ -202,5 +223,5 @@ def render(table: str, runs: Sequence[Run]) -> str:
     builders = {"ii": table_ii, "iv": table_iv, "vi": table_vi}
     if table not in builders:
         raise Seg2MedError(f"--table must be one of {', '.join(TABLES)}, got {table!r}")
-    return builders[table](runs)
+    return builders[table](merge_runs(runs))
 
