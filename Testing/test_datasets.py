@@ -305,6 +305,7 @@ def test_cli_dataset_list_and_csv_round_trip(tmp_path: Path, capsys) -> None:
     assert main(["dataset", "list", str(root), "--modality", "ct", "--csv", str(out), "--progress-format", "none"]) == 0
     printed = capsys.readouterr().out
     assert "amos22" in printed and "| amos22-ct | 3 | 2 | 1 | 0 | 0 |" in printed
+    assert "amos22-ct: 14 classes mapped onto 'total'; without counterpart (set to background): prostate/uterus" in printed
     again = discover(out)
     first = discover(root, options=LayoutOptions(modality="ct"))
     assert [(c.case_id, c.split, c.label_table, c.label_set) for c in again] == [

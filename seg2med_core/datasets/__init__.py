@@ -163,3 +163,14 @@ def _natural(text: str):
     from .base import natural_key
 
     return natural_key(text)
+
+
+def label_notes(cases: Sequence[CaseSpec]) -> list[str]:
+    """One line per dataset whose cases carry their own label table: how its classes map by name."""
+    from .labelmap import map_names
+
+    seen: dict[tuple[str, tuple, str], None] = {}
+    for case in cases:
+        if case.label_table is not None:
+            seen.setdefault((case.dataset, case.label_table, case.label_set or "total"), None)
+    return [f"{dataset}: {map_names(dict(table), label_set).summary()}" for dataset, table, label_set in seen]

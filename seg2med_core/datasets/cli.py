@@ -58,7 +58,7 @@ def write_case_csv(path: Path, cases) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import LayoutOptions, assign_splits, detect_format, discover, summarise_cases
+    from . import LayoutOptions, assign_splits, detect_format, discover, label_notes, summarise_cases
 
     reporter = make_reporter(args)
     if args.csv and Path(args.csv).exists() and Path(args.csv).is_dir():
@@ -72,6 +72,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     reporter.message("|---|---|---|---|---|---|")
     for row in summarise_cases(cases):
         reporter.message(f"| {row['dataset']} | {row['cases']} | {row['train']} | {row['val']} | {row['test']} | {row['none']} |")
+    for note in label_notes(cases):
+        reporter.message(note)
     if args.csv:
         write_case_csv(Path(args.csv), cases)
         reporter.message(f"wrote {args.csv}")

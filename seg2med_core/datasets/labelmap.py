@@ -2,39 +2,21 @@
 TotalSegmentator label set (``total`` for CT, ``total_mr`` for MR) by class name.
 
 This is the small interface the dataset layouts use: :func:`map_names` turns an ``{id: name}`` table into
-a look-up table of TotalSegmentator ids (names are normalised and looked up in the editable alias table
-``seg2med_core/data/dataset_label_aliases.json``); :func:`read_mapped_segmentation` reads a label file
-with it. Classes without a counterpart are set to background (inside the body they get the prior's
+a look-up table of TotalSegmentator ids (names matched by :mod:`seg2med_core.label_tables`, with the
+editable aliases of ``seg2med_core/data/label_schemes/aliases.json``); :func:`read_mapped_segmentation`
+reads a label file with it. Classes without a counterpart are set to background (inside the body they get the prior's
 ``body`` value) and reported, as for CT <-> MR label conversion.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from seg2med_core.errors import Seg2MedError
-
-
-@lru_cache(maxsize=1)
-def aliases() -> dict[str, str | None]:
-    """Alias -> TotalSegmentator name (None: no counterpart), from ``data/dataset_label_aliases.json``."""
-    text = resources.files("seg2med_core").joinpath("data/dataset_label_aliases.json").read_text(encoding="utf-8")
-    return dict(json.loads(text)["aliases"])
-
-
-def normalise(name: str) -> str:
-    """``"Right Kidney"`` -> ``kidney_right``; ``"gall bladder"`` -> ``gall_bladder``."""
-    text = re.sub(r"[\s\-/]+", "_", name.strip().lower()).strip("_")
-    match = re.match(r"^(left|right)_(.+)$", text)
-    return f"{match.group(2)}_{match.group(1)}" if match else text
 
 
 @dataclass
@@ -54,33 +36,25 @@ class NameMapping:
 
 
 def map_names(names: Mapping[int, str], label_set: str) -> NameMapping:
-    """Map a dataset's ``{id: name}`` table (background 0 ignored) onto ``label_set`` by class name."""
+    """Map a dataset's ``{id: name}`` table (background 0 ignored) onto ``label_set`` by class name, with the
+    project's one name matcher (:func:`seg2med_core.label_tables.table_to_label_set`: case, spaces, hyphens,
+    slashes and the left/right position do not count, plus ``data/label_schemes/aliases.json``)."""
+    from seg2med_core.label_tables import table_to_label_set
     from seg2med_core.labels import names_for
 
     target = {name: i for i, name in names_for(label_set).items()}
-    table = aliases()
+    table = {int(i): str(n) for i, n in names.items() if int(i) != 0}
+    resolved = table_to_label_set(table, label_set)
     mapping = NameMapping(label_set, {})
-    for source_id, name in sorted(names.items()):
-        if int(source_id) == 0:
-            continue
-        key = normalise(name)
-        resolved: str | None
-        if key in target:
-            resolved = key
-        elif key in table or name.strip().lower() in table:
-            resolved = table.get(key, table.get(name.strip().lower()))
+    for source_id, name in sorted(table.items()):
+        cls = resolved.get(source_id)
+        mapping.lut[source_id] = target[cls] if cls is not None else 0
+        if cls is not None:
+            mapping.mapped[name] = cls
         else:
-            resolved = None
-        if resolved is not None and resolved in target:
-            mapping.lut[int(source_id)] = target[resolved]
-            mapping.mapped[name] = resolved
-        else:
-            mapping.lut[int(source_id)] = 0
             mapping.unmapped.append(name)
     if not mapping.mapped:
-        raise Seg2MedError(
-            f"no class of the label table ({', '.join(list(names.values())[:6])}) has a counterpart in '{label_set}'"
-        )
+        raise Seg2MedError(f"no class of the label table ({', '.join(list(table.values())[:6])}) has a counterpart in '{label_set}'")
     return mapping
 
 

@@ -107,7 +107,7 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------------------------------ helpers
 def _cases(args: argparse.Namespace, modality: str | None = None):
     """The cases of ``--data`` (any layout, see :mod:`seg2med_core.datasets`) or of one ``--image``/``--segmentation``."""
-    from seg2med_core.datasets import LayoutOptions, assign_splits, discover
+    from seg2med_core.datasets import LayoutOptions, assign_splits, discover, label_notes
     from seg2med_core.training.dataset import CaseSpec
 
     if args.data and (args.image or args.segmentation):
@@ -115,6 +115,8 @@ def _cases(args: argparse.Namespace, modality: str | None = None):
     if args.data:
         options = LayoutOptions(modality=modality, seg_from=args.seg_from)
         cases = discover(args.data, args.data_format, options)
+        for note in label_notes(cases):
+            print(note, file=sys.stderr, flush=True)
         return assign_splits(cases, args.test_cases, args.val_cases, args.split_seed)
     if not (args.image and args.segmentation):
         raise Seg2MedError("give --data FOLDER|CSV, or --image and --segmentation for one case")
