@@ -181,7 +181,7 @@ def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
         batch_size=args.batch_size,
         fast=not args.no_fast,
         compile=args.compile,
-        compile_mode=args.compile_mode,
+        compile_mode=None if args.compile_mode == "default" else args.compile_mode,  # as SamplerConfig()
     )
 
 

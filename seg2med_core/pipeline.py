@@ -19,7 +19,7 @@ import SimpleITK as sitk
 
 from seg2med_core import labels as labels_mod
 from seg2med_core.bundle import Bundle, check_modality
-from seg2med_core.device import DeviceSpec, as_device_list, describe_devices
+from seg2med_core.device import DeviceSpec, as_device_list, describe_devices, parse_devices
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.grids import match_segmentation
 from seg2med_core.io import Segmentation, check_same_geometry
@@ -169,7 +169,7 @@ def synthesize(
     image_modality: str | None = None,
     body: np.ndarray | None = None,
     sampler: SamplerConfig | None = None,
-    device: DeviceSpec = "cpu",
+    device: DeviceSpec = "auto",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -179,7 +179,12 @@ def synthesize(
 ) -> SynthesisResult:
     """Synthesise a volume of the bundle's modality from ``seg``, in exactly ``seg``'s geometry.
 
-    ``image`` is the real image the segmentation came from (optional): it gives the body contour and, when it
+    The defaults are the command line's (``seg2med synthesize``): ``sampler=None`` is ``SamplerConfig()``
+    (DPM-Solver++(2M), 20 steps, seed 0, fast path), ``device="auto"`` (cuda, then mps, then cpu; a string
+    such as ``"cuda:0,cuda:1"`` splits the slices over the devices). The result is returned, not written.
+    ``image`` is the real image the segmentation came from (optional): a segmentation on its grid in another
+    axis order is brought onto it exactly first (``grids.match_segmentation``; the result then has the
+    image's geometry; other grid differences raise Seg2MedError). It gives the body contour and, when it
     has the bundle's modality (``image_modality``, default: the segmentation's), the reference for
     ``metrics`` (SSIM/PSNR/MAE/HistCC inside the body). ``body`` overrides the contour (bool array in the
     segmentation's (z, y, x) order). ``info`` receives human-readable lines (plan, time estimate).
@@ -193,6 +198,8 @@ def synthesize(
     meta = bundle.metadata
     modality = meta.modality
     check_compatible(seg, bundle)
+    if isinstance(device, str):  # "auto", "cpu", "cuda:0,cuda:1": as the command line's --device
+        device = parse_devices(device)
     if image is not None:  # same grid in another axis order: reoriented exactly (info line); else an error
         seg = match_segmentation(seg, image, resample_option=None, info=info)
     if body is None:
@@ -317,7 +324,7 @@ def convert(
     bundle: Bundle,
     *,
     sampler: SamplerConfig | None = None,
-    device: DeviceSpec = "cpu",
+    device: DeviceSpec = "auto",
     tissue_table: str | Path | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelFn | None = None,
@@ -326,6 +333,8 @@ def convert(
     sequence: "MRSequence | str | None" = None,
 ) -> tuple[SynthesisResult, labels_mod.ConversionReport | None]:
     """MR→CT or CT→MR: convert the labels, take the body contour from the source image, synthesise.
+
+    Defaults as :func:`synthesize` (and ``seg2med convert``); ``seg`` is brought onto ``image``'s grid first.
 
     The result lies in the source image's geometry; the report lists classes without a counterpart
     (``None`` when no conversion was needed).

@@ -52,7 +52,8 @@ class SamplerConfig:
     the paper's 500-step sampling), ``"ddim"`` (deterministic for ``eta=0``; ``eta=1`` is strided
     ancestral DDPM) or ``"dpmpp_2m"`` (DPM-Solver++(2M), deterministic, good at 10–30 steps; the
     default, see :mod:`seg2med_core.defaults`).
-    ``seed=None`` draws a random seed. ``batch_size=None`` measures what fits (see
+    ``seed``: 0 by default, as the command line (the same seed gives the same volume); ``None`` draws a random
+    seed. ``batch_size=None`` measures what fits (see
     :func:`seg2med_core.device.auto_batch_size`). ``fast``: the levers of
     :meth:`seg2med_core.fast.FastOptions.for_device` (SDPA + channels_last everywhere but MPS, bf16 on
     CUDA and on CPUs with native bf16); ``compile``: ``torch.compile`` the network (slow first batch);
@@ -62,7 +63,7 @@ class SamplerConfig:
 
     kind: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
-    seed: int | None = None
+    seed: int | None = 0
     batch_size: int | None = None
     fast: bool = True
     compile: bool | None = None
