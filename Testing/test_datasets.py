@@ -146,7 +146,7 @@ def test_totalsegmentator_errors_name_the_case(tmp_path: Path) -> None:
         discover(bad)
     with pytest.raises(Seg2MedError, match="has no MR images"):
         discover(make_totalsegmentator(tmp_path / "ts3"), options=LayoutOptions(modality="mr"))
-    with pytest.raises(Seg2MedError, match="does not look like a TotalSegmentator MRI dataset"):
+    with pytest.raises(Seg2MedError, match="does not have the TotalSegmentator MRI layout"):
         discover(make_totalsegmentator(tmp_path / "ts4"), "totalsegmentator-mri")
 
 
@@ -197,7 +197,7 @@ def test_synthrad2025_mha(tmp_path: Path) -> None:
     cases = discover(tmp_path / "Task1")
     assert [c.case_id for c in cases] == ["1ABA005", "1ABC012"]
     assert {(c.image.name, c.dataset) for c in cases} == {("ct.mha", "synthrad2025-abdomen")}
-    with pytest.raises(Seg2MedError, match="does not look like a SynthRAD2023 dataset"):
+    with pytest.raises(Seg2MedError, match="does not have the SynthRAD2023 layout"):
         discover(root, "synthrad2023")
 
 
@@ -356,3 +356,78 @@ def test_cli_evaluate_synthrad_conversion_prints_table_vi(tmp_path: Path, capsys
     assert len(rows) == 2 and {r["conversion"] for r in rows} == {"mr-to-ct"} and {r["modality"] for r in rows} == {"ct"}
     assert "Table VI layout" in printed and "| MR-to-CT |" in printed and (out / "table_vi.md").is_file()
     assert root.is_dir()
+
+
+# --------------------------------------------------------------------------------------- real scans
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.data
+def test_real_scans_in_totalsegmentator_and_nnunet_layouts(tmp_path: Path, examples: Path, capsys) -> None:
+    """Real CTs in two public layouts: the TotalSegmentator examples as a TotalSegmentator dataset (masks
+    split out of the multilabel file, meta.csv split), evaluated with the prior baseline through the CLI; and
+    lidc-idri-0001 as an nnU-Net raw dataset whose dataset.json is its own structures.csv numbering (117 =
+    carpal, 118 = costal_cartilages), mapped by name onto total."""
+    from seg2med_core import io
+    from seg2med_core.cli import main
+    from seg2med_core.training import stats
+
+    root = tmp_path / "Totalsegmentator_dataset"
+    for subject, ct, seg in (("s0000", "example_ct_sm.nii.gz", "example_seg.nii.gz"), ("s0001", "example_ct.nii.gz", "example_seg_fast_force_split.nii.gz")):
+        (root / subject / "segmentations").mkdir(parents=True)
+        (root / subject / "ct.nii.gz").symlink_to(examples / ct)
+        labelled = io.read_segmentation(examples / seg)
+        arr = sitk.GetArrayFromImage(labelled.image)
+        for label_id in np.unique(arr[arr > 0]):
+            mask = sitk.GetImageFromArray((arr == label_id).astype(np.uint8))
+            mask.CopyInformation(labelled.image)
+            sitk.WriteImage(mask, str(root / subject / "segmentations" / f"{labelled.names[int(label_id)]}.nii.gz"))
+    (root / "meta.csv").write_text("image_id;age;gender;split\ns0000;60;m;train\ns0001;60;m;test\n", encoding="utf-8")
+    cases = discover(root)
+    assert [(c.case_id, c.split) for c in cases] == [("s0000", "train"), ("s0001", "test")]
+    n_classes = len(np.unique(sitk.GetArrayFromImage(io.read_segmentation(examples / "example_seg_fast_force_split.nii.gz").image))) - 1
+    assert len(list((root / "s0001" / "segmentations").iterdir())) == n_classes
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--baseline", "prior", "--modality", "ct", "--data", str(root), "--out", str(out), "--table", "ii",
+            "--no-fid", "--no-dice", "--no-images", "--progress-format", "none"]
+    assert main(argv) == 0, capsys.readouterr().err
+    row = stats.read_rows_csv(out / "per_case.csv")[0]
+    assert row["case"] == "s0001" and row["dataset"] == "totalsegmentator"  # split auto: the test subject only
+    assert 0.1 < float(row["ssim"]) < 0.9 and 10 < float(row["mae"]) < 300  # a prior: a rough CT (measured SSIM 0.29), not a blank
+    assert "| totalsegmentator |" in capsys.readouterr().out
+
+    lidc = SHARED / "lidc-idri-0001"
+    if not (lidc / "ct.nii.gz").is_file():
+        pytest.skip(f"{lidc} not found")
+    raw = tmp_path / "Dataset901_LIDC"
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    (raw / "imagesTr" / "lidc0001_0000.nii.gz").symlink_to(lidc / "ct.nii.gz")
+    (raw / "labelsTr" / "lidc0001.nii.gz").symlink_to(lidc / "labels_totalseg.nii.gz")
+    table = {r["structure"]: int(r["id"]) for r in __import__("csv").DictReader(open(lidc / "structures.csv", encoding="utf-8"))}
+    (raw / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0, **table}, "file_ending": ".nii.gz"}))
+    case = discover(raw)[0]
+    seg = read_case_segmentation(case, None)
+    got = set(np.unique(sitk.GetArrayFromImage(seg.image)).tolist())
+    raw_ids = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(lidc / "labels_totalseg.nii.gz")))).tolist())
+    total = _ids("total")
+    if 118 in raw_ids:  # its costal_cartilages (118) is total's 117
+        assert total["costal_cartilages"] in got
+    assert 118 not in got and len(got - {0}) == len([i for i in raw_ids if i != 0 and i != 117])
+
+
+def test_cli_evaluate_bad_layout_is_one_line_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from seg2med_core.cli import main
+
+    root = make_synthrad(tmp_path / "Task1" / "pelvis")
+    (root / "1PA003" / "ct.nii.gz").unlink()
+    out = tmp_path / "eval"
+    base = ["evaluate", "--baseline", "prior", "--modality", "ct", "--data", str(root), "--out", str(out), "--no-fid"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("seg2med: error: SynthRAD2023 patient '1PA003'") and "has no ct image" in err[0]
+    assert not out.exists()
+    assert main(base[:-1] + ["--format", "kits"]) == 2
+    assert "unknown --format 'kits'" in capsys.readouterr().err and not out.exists()
+    assert main(base + ["--format", "amos22"]) == 2
+    assert "does not have the AMOS22 layout" in capsys.readouterr().err and not out.exists()

@@ -92,7 +92,7 @@ def _discover_one(path: Path, fmt: str, options: LayoutOptions) -> list[CaseSpec
     if not path.is_dir():
         raise Seg2MedError(f"{layout.TITLE} data '{path}' must be a folder")
     if fmt != "auto" and not layout.detect(path):
-        raise Seg2MedError(f"'{path}' does not look like a {layout.TITLE} dataset (expected {layout.EXPECTED})")
+        raise Seg2MedError(f"'{path}' does not have the {layout.TITLE} layout (expected {layout.EXPECTED})")
     found = layout.cases(path, options)
     if not found:
         raise Seg2MedError(f"{layout.TITLE} dataset '{path}' has no case")
