@@ -135,8 +135,8 @@ def _parser() -> argparse.ArgumentParser:
 def test_cli_writes_phantom_with_names(tmp_path: Path) -> None:
     out = tmp_path / "ph.nii.gz"
     args = _parser().parse_args(
-        ["phantom", "--out", str(out), "--seed", "3", "--sex", "female", "--height", "160", "--spacing", "6", "6", "6",
-         "--region", "pelvis", "--progress-format", "none"]
+        ["phantom", "--kind", "procedural", "--out", str(out), "--seed", "3", "--sex", "female", "--height", "160",
+         "--spacing", "6", "6", "6", "--region", "pelvis", "--progress-format", "none"]
     )
     assert args.func(args) == 0
     seg = io.read_segmentation(out)

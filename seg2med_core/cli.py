@@ -70,8 +70,13 @@ def _check_phase(args: argparse.Namespace, modality: str) -> str | None:
     return phase
 
 
-def _add_sampler_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model bundle folder (metadata.json + model.safetensors) or registry name")
+def _add_sampler_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        p.add_argument("--model", required=True, action="append",
+                       help="model bundle folder (metadata.json + model.safetensors) or registry name; give a CT and an "
+                            "MR model (--model demo_ct --model demo_mr) for a paired CT + MR from one segmentation")
+    else:
+        p.add_argument("--model", required=True, help="model bundle folder (metadata.json + model.safetensors) or registry name")
     p.add_argument("--sequence", default=None,
                    help="MR output: sequence of the prior (vibe_in, vibe_opp, t1_gre, t2_space, t2_fse, dixon_water or "
                         "custom:TR,TE,FLIP); default: the model's own (vibe_in when it names none)")
@@ -353,6 +358,12 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     from seg2med_core import io
     from seg2med_core.pipeline import check_compatible, synthesize
 
+    if isinstance(args.model, list):
+        if len(args.model) > 2:
+            raise Seg2MedError(f"--model may be given once, or twice (one CT and one MR model), not {len(args.model)} times")
+        if len(args.model) == 2:
+            return _synthesize_pair(args)
+        args.model = args.model[0]
     out, dicom = check_volume_output(args)
     preview = check_output(args.preview, "--preview", (".png",))
     metrics_path = check_output(args.metrics, "--metrics", (".json",))
@@ -422,6 +433,99 @@ def _check_sequence(args: argparse.Namespace, modality: str) -> "str | MRSequenc
     if modality != "mr":
         raise Seg2MedError(f"--sequence '{text}' is only for MR output")
     return parse_sequence(text)
+
+
+def paired_outputs(out: str, preview: str | None) -> dict[str, Path]:
+    """Output files of a paired CT + MR run: ``--out`` is a folder (existing, or ending with '/') or a prefix."""
+    target = Path(out)
+    if out.endswith(("/", "\\")) or target.is_dir():
+        names = {"ct": target / "synthetic_ct.nii.gz", "mr": target / "synthetic_mr.nii.gz", "preview": target / "preview_ct_mr.png"}
+        folder = target
+    else:
+        if target.name.lower().endswith(IMAGE_SUFFIXES):
+            raise Seg2MedError(f"--out '{out}' names one volume; with a CT and an MR --model give a folder (DIR/) or a "
+                               "file-name prefix (the files become PREFIX_ct.nii.gz, PREFIX_mr.nii.gz, PREFIX_preview.png)")
+        names = {k: target.with_name(f"{target.name}_{k}{ext}") for k, ext in
+                 (("ct", ".nii.gz"), ("mr", ".nii.gz"), ("preview", ".png"))}
+        folder = target.parent
+    if not folder.is_dir() and not (folder.parent.is_dir() and out.endswith(("/", "\\"))):
+        raise Seg2MedError(f"--out folder '{folder}' does not exist")
+    if preview is not None:
+        names["preview"] = check_output(preview, "--preview", (".png",))  # type: ignore[assignment]
+    return names
+
+
+def _synthesize_pair(args: argparse.Namespace) -> int:
+    """One segmentation → synthetic CT and MR (labels converted for each model, one body contour, one preview)."""
+    from seg2med_core import io
+    from seg2med_core.bundle import load_bundle
+    from seg2med_core.device import parse_devices
+    from seg2med_core.pipeline import convert_segmentation, synthesize
+    from seg2med_core.registry import resolve_bundle_path
+
+    for option in ("metrics", "prior_out", "reformat", "dicom_source"):
+        if getattr(args, option, None):
+            raise Seg2MedError(f"--{option.replace('_', '-')} is for one --model (a CT and an MR model write two NIfTI "
+                               "volumes and one preview)")
+    files = paired_outputs(args.out, args.preview)
+    check_distinct(_inputs(args), {"--out (CT)": files["ct"], "--out (MR)": files["mr"], "--preview": files["preview"]})
+    reporter = make_reporter(args)
+    seg = _read_seg(args, reporter.info)
+    image = None
+    if args.image:
+        seg, image = _read_image_matching(args, seg, reporter.info)
+    devices = parse_devices(args.device)
+    bundles = [load_bundle(resolve_bundle_path(m, progress=reporter.progress), device=devices[0]) for m in args.model]
+    modalities = sorted(b.metadata.modality for b in bundles)
+    if modalities != ["ct", "mr"]:
+        raise Seg2MedError(f"two --model must be one CT and one MR model, got {' and '.join(m.upper() for m in modalities)}")
+    if args.tissue_table:
+        raise Seg2MedError("--tissue-table is for one --model (one table cannot hold both HU and T1/T2/PD)")
+    bundles.sort(key=lambda b: b.metadata.modality)  # CT first: its body contour is shared with the MR
+    config = _sampler_config(args)
+    phase = _check_phase(args, "ct")
+    sequence = _check_sequence(args, "mr")
+    results: dict[str, Any] = {}
+    body = None
+    try:
+        for bundle in bundles:
+            modality = bundle.metadata.modality
+            s = seg
+            if seg.label_set != bundle.metadata.label_set:
+                s, report = convert_segmentation(seg, bundle.metadata.label_set)
+                reporter.info(f"labels for {modality.upper()}: " + report.summary())
+            extra = {"phase": phase} if modality == "ct" else {"sequence": sequence}
+            result = synthesize(s, bundle, image=image, image_modality=args.image_modality or _seg_modality(seg),
+                                body=body, sampler=config, device=devices, progress=reporter.progress,
+                                info=reporter.info, **extra)
+            body = result.body
+            results[modality] = result
+    finally:
+        reporter.close()
+    files["ct"].parent.mkdir(exist_ok=True)  # a new DIR/ (its parent was checked before the sampling)
+    with io.output_group():  # all three files or none
+        _write_pair_preview(files["preview"], seg, results["ct"], results["mr"])
+        io.write_image(results["ct"].image, files["ct"])
+        io.write_image(results["mr"].image, files["mr"])
+    for m in ("ct", "mr"):
+        reporter.message(f"wrote {files[m]} ({results[m].slices_sampled} slices sampled in {results[m].seconds_sampling:.1f} s)")
+    reporter.message(f"wrote {files['preview']}")
+    reporter.done(output={k: str(v) for k, v in files.items()})
+    return 0
+
+
+def _write_pair_preview(path: Path, seg: "Segmentation", ct: "SynthesisResult", mr: "SynthesisResult") -> None:
+    """labels | prior CT | synthetic CT | prior MR | synthetic MR, one body contour."""
+    from seg2med_core.preview import save_preview
+
+    columns: list[tuple[str, np.ndarray, Any]] = [
+        ("segmentation", sitk.GetArrayFromImage(seg.image), "labels"),
+        ("prior CT", sitk.GetArrayFromImage(ct.prior), CT_PREVIEW_WINDOW),
+        ("synthetic CT", sitk.GetArrayFromImage(ct.image), CT_PREVIEW_WINDOW),
+        ("prior MR", sitk.GetArrayFromImage(mr.prior), None),
+        ("synthetic MR", sitk.GetArrayFromImage(mr.image), None),
+    ]
+    save_preview(path, columns, None, body=ct.body, reference=seg.image)
 
 
 def _seg_modality(seg: "Segmentation") -> str:
@@ -638,12 +742,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_argument(p)
     p.set_defaults(func=cmd_prior)
 
-    p = sub.add_parser("synthesize", help="synthetic volume in the segmentation's geometry")
+    p = sub.add_parser("synthesize", help="synthetic volume in the segmentation's geometry (or a CT + MR pair)")
     _add_seg_arguments(p)
-    _add_sampler_arguments(p)
+    _add_sampler_arguments(p, several=True)
     p.add_argument("--image", default=None, help="real image: body contour, and metrics when it has the model's modality")
     p.add_argument("--image-modality", choices=("ct", "mr"), default=None, help="modality of --image (default: the label set's)")
-    _add_volume_output_arguments(p, "output volume (.nii.gz, .nrrd, .mha)")
+    _add_volume_output_arguments(p, "output volume (.nii.gz, .nrrd, .mha); with a CT and an MR --model a folder "
+                                    "(DIR/: synthetic_ct.nii.gz, synthetic_mr.nii.gz, preview_ct_mr.png) or a file-name prefix")
     p.add_argument("--prior-out", default=None, help="also write the prior image")
     p.add_argument("--preview", default=None, help="side-by-side PNG (labels | prior | synthetic | real) with metrics")
     p.add_argument("--metrics", default=None, help="JSON with SSIM/PSNR/MAE/HistCC inside the body and the slice banding metric (needs --image)")
