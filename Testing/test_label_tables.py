@@ -175,7 +175,7 @@ def test_mask_folder_with_other_names_and_dropped_structures(tmp_path: Path, cap
         arr = np.zeros((3, 8, 8), np.uint8)
         arr[1, k, 1:3] = 1
         io.write_image(_image(arr), folder / f"{name}.nii.gz")
-    with pytest.raises(Seg2MedError, match="structures not in label set 'total': celiac_trunk; add --drop-unknown-labels"):
+    with pytest.raises(Seg2MedError, match="structures not in label set 'total': celiac_trunk; add `--drop-unknown-labels`"):
         io.read_segmentation(folder)
     lines: list[str] = []
     seg = io.read_segmentation(folder, drop_unknown=True, info=lines.append)

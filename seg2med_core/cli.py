@@ -379,7 +379,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     if args.image:
         seg, image = _read_image_matching(args, seg, reporter.info)
     bundle, devices = _load_model(args, reporter)
-    check_compatible(seg, bundle)
+    check_compatible(seg, bundle, relabel_hint=_relabel_command(args, bundle.metadata.modality))
     modality = bundle.metadata.modality
     image_modality = args.image_modality or _seg_modality(seg)
     if metrics_path is not None and image_modality != modality:
@@ -526,6 +526,32 @@ def _write_pair_preview(path: Path, seg: "Segmentation", ct: "SynthesisResult", 
         ("synthetic MR", sitk.GetArrayFromImage(mr.image), None),
     ]
     save_preview(path, columns, None, body=ct.body, reference=seg.image)
+
+
+def _relabel_command(args: argparse.Namespace, modality: str) -> str:
+    """The ``seg2med labels convert`` command (in backticks) that relabels ``--seg`` for a ``modality`` model,
+    with the reading options given to this command and an output next to the segmentation."""
+    import shlex
+
+    from seg2med_core.io import MASK_SUFFIXES
+
+    target = "total_mr" if modality == "mr" else "total"
+    seg = Path(args.seg)
+    stem = seg.name
+    for suffix in (".seg.nrrd", *MASK_SUFFIXES):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    out = seg.with_name(f"{stem}_{target}.nii.gz")
+    parts = ["seg2med", "labels", "convert", "--seg", str(seg)]
+    if args.label_set:
+        parts += ["--label-set", args.label_set]
+    if getattr(args, "label_names", None):
+        parts += ["--label-names", str(args.label_names)]
+    if getattr(args, "drop_unknown_labels", False):
+        parts.append("--drop-unknown-labels")
+    parts += ["--to", target, "--out", str(out)]
+    return "`" + shlex.join(parts) + "`"
 
 
 def _seg_modality(seg: "Segmentation") -> str:

@@ -72,7 +72,7 @@ def _load(model: str | Path, modality: str, device: Any) -> Any:
     try:
         bundle = resolve_bundle(model, device=device)
     except Seg2MedError as exc:
-        hint = " (or pass --mr-model none to skip MR)" if modality == "mr" else ""
+        hint = " (or add `--mr-model none` to skip MR)" if modality == "mr" else ""
         raise Seg2MedError(f"demo {modality.upper()} model '{model}' is not available: {exc}{hint}") from exc
     check_modality(bundle, modality)
     return bundle

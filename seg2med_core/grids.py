@@ -151,7 +151,7 @@ def match_to_grid(
         return out
     hint = ""
     if overlap and resample_option:
-        hint = f"; the two overlap: add {resample_option} to resample the segmentation onto the image grid (nearest neighbour)"
+        hint = f"; the two overlap: add `{resample_option}` to resample the segmentation onto the image grid (nearest neighbour)"
     elif not overlap:
         hint = "; they do not overlap at all"
     raise Seg2MedError(f"{src_name} and {ref_name} are on different voxel grids ({where}{'; '.join(diffs)}){hint}")

@@ -245,7 +245,23 @@ def _few(xs: list) -> str:
     return few(xs)
 
 
-_DROP_HINT = "; add --drop-unknown-labels to continue without them"
+_DROP_HINT = "; add `--drop-unknown-labels` to continue without them"
+
+
+_TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".ctbl", ".txt", ".label")
+
+
+def _sibling_table_hint(path: Path) -> str:
+    """`` (next to it: add `--label-names FILE`)`` when exactly one label-table-like file lies beside ``path``."""
+    import shlex
+
+    try:
+        found = [f for f in path.parent.iterdir() if f.is_file() and f.name.lower().endswith(_TABLE_SUFFIXES)]
+    except OSError:
+        return ""
+    if len(found) != 1:
+        return ""
+    return f" (next to it: add `--label-names {shlex.quote(str(found[0]))}`)"
 
 
 def _read_label_map(path: Path) -> tuple[sitk.Image, np.ndarray, set[int]]:
@@ -293,7 +309,8 @@ def _multilabel(path: Path, label_set: str | None, opts: "ReadOptions") -> Segme
             if not opts.drop_unknown:
                 raise Seg2MedError(
                     f"segmentation '{path}' has label ids that fit no supported label set: {_few(missing)} "
-                    f"(not in '{best}', the closest); pass its id -> name table with --label-names FILE{_DROP_HINT}")
+                    f"(not in '{best}', the closest); pass its id -> name table with --label-names FILE"
+                    f"{_sibling_table_hint(path)}{_DROP_HINT}")
             label_set = best
         else:
             label_set = guess_label_set(ids, present_names)

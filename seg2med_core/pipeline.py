@@ -100,14 +100,20 @@ def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:
     return normalise_mr(arr)[0]
 
 
-def check_compatible(seg: Segmentation, bundle: Bundle) -> None:
-    """Raise unless the segmentation's label set belongs to the modality the bundle makes."""
+def check_compatible(seg: Segmentation, bundle: Bundle, relabel_hint: str | None = None) -> None:
+    """Raise unless the segmentation's label set belongs to the modality the bundle makes.
+
+    ``relabel_hint`` (the command line passes one) is a command that relabels the segmentation for the
+    model; without it the message names the API call that does.
+    """
     meta = bundle.metadata
     seg_modality = segmentation_modality(seg)
     if seg_modality != meta.modality:
+        target = "total_mr" if meta.modality == "mr" else "total"
+        fix = relabel_hint or f"pipeline.convert_segmentation(seg, '{target}')"
         raise Seg2MedError(
             f"segmentation label set '{seg.label_set}' is for {seg_modality.upper()} but model '{meta.name}' makes "
-            f"{meta.modality.upper()}: convert the labels first (seg2med convert --to {meta.modality})"
+            f"{meta.modality.upper()}: relabel it first with {fix} and synthesise from the result"
         )
 
 

@@ -311,7 +311,7 @@ class Trainer:
         latest = self.checkpoint_dir / "latest"
         has_checkpoint = find_checkpoint(latest) is not None
         if has_checkpoint and not resume:
-            raise Seg2MedError(f"run folder '{self.run_dir}' already holds a checkpoint: add --resume or choose another --out")
+            raise Seg2MedError(f"run folder '{self.run_dir}' already holds a checkpoint: add `--resume` or choose another --out")
         if resume and not has_checkpoint:
             if latest.is_dir():
                 missing = [f for f in (STATE, WEIGHTS) if not (latest / f).is_file()]
