@@ -588,7 +588,7 @@ def random_sequence(rng: np.random.Generator):
     if u < 0.9:
         tr = float(np.exp(rng.uniform(np.log(300.0), np.log(8000.0))))
         return custom_sequence(tr, float(rng.uniform(8.0, min(150.0, tr * 0.5))), 90.0, kind="se")
-    tr = float(rng.uniform(4.0, 20.0))
+    tr = float(rng.uniform(in_phase_te_ms() + 1.5, 20.0))  # the in-phase echo must fit in TR
     return custom_sequence(tr, in_phase_te_ms(), float(rng.uniform(5.0, 30.0)), kind="dixon_water")
 
 

