@@ -288,3 +288,25 @@ def test_bundle_refuses_a_residual_network_predicting_noise() -> None:
         BundleMetadata(name="t", version="0", modality="ct", sequence=None, label_set="total", network=dict(TINY_25D),
                        scheduler=dict(PAPER_SCHEDULER), spacing_xy=4.0, image_size=32,
                        intensity={"kind": "ct_window", "level": 0.0, "width": 2000.0})
+
+
+def test_lopo_data_relabels_by_name_not_by_id(tmp_path: Path) -> None:
+    """lidc-idri-0001's own table has 117 = carpal and 118 = costal_cartilages (v2: 117 = costal_cartilages)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lopo_data", Path(__file__).resolve().parents[1] / "benchmarks" / "lopo_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    arr = np.array([[[0, 1, 117, 118, 5]]], dtype=np.uint8)
+    img = sitk.GetImageFromArray(arr)
+    sitk.WriteImage(img, str(tmp_path / "labels.nii.gz"))
+    (tmp_path / "structures.csv").write_text(
+        "group,original_idx,structure,id\norgans,1,spleen,1\norgans,5,liver,5\ntest,1,carpal,117\nribs,26,costal_cartilages,118\n",
+        encoding="utf-8")
+    out, dropped = module.relabel_by_name(tmp_path / "labels.nii.gz", tmp_path / "structures.csv")
+    from seg2med_core.labels import names_for
+
+    v2 = names_for("total", include_tissue=False)
+    values = sitk.GetArrayFromImage(out)[0, 0].tolist()
+    assert [v2.get(v, "background") for v in values] == ["background", "spleen", "background", "costal_cartilages", "liver"]
+    assert dropped == ["carpal"]
