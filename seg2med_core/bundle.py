@@ -18,16 +18,17 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from seg2med_core import __version__
 from seg2med_core.io import atomic_folder, read_json
 from seg2med_core.errors import Seg2MedError
 from seg2med_core.network import build_network, is_diffusion_config, network_class_name, to_json_config
+
+if TYPE_CHECKING:  # torch is imported where weights are handled, so metadata checks fail fast
+    import torch
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
@@ -65,6 +66,7 @@ def current_package_versions() -> dict[str, str]:
     """Versions recorded in a new bundle (to reproduce or debug a model later)."""
     import monai
     import numpy
+    import torch
 
     return {
         "seg2med": __version__,
@@ -212,6 +214,8 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device = "cpu"
 
 def _expected_state(metadata: BundleMetadata) -> dict[str, torch.Tensor]:
     """The state dict the network config asks for, built on the meta device (shapes only, no memory)."""
+    import torch
+
     with torch.device("meta"):
         network = build_network(metadata.network)
     return network.state_dict()
@@ -229,6 +233,9 @@ def check_weights(path: str | os.PathLike[str], metadata: BundleMetadata | None 
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise Seg2MedError(f"model bundle '{folder}' has no {WEIGHTS_FILE}")
+    import torch
+    from safetensors.torch import load_file
+
     expected = _expected_state(metadata)
     n_values = sum(t.numel() for t in expected.values())
     if n_values > MAX_PARAMETERS:
@@ -282,6 +289,8 @@ def save_bundle(
     config must accept them), so every saved bundle can be loaded again. An existing bundle at
     ``path`` is replaced only after the new one is complete (``overwrite=False`` refuses instead).
     """
+    from safetensors.torch import save_file
+
     folder = Path(path)
     metadata.validate()
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
@@ -319,6 +328,8 @@ def import_monai_generative_checkpoint(
     as ``{"state_dict"|"model_state_dict"|"model": ...}`` and strips DataParallel ``module.`` prefixes.
     Key names are converted by MONAI's ``DiffusionModelUNet.load_old_state_dict``.
     """
+    import torch
+
     ckpt = Path(ckpt_path)
     if not ckpt.is_file():
         raise Seg2MedError(f"checkpoint '{ckpt}' does not exist")
@@ -417,6 +428,8 @@ def _load_state_strict(network: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 def _unwrap_state_dict(raw: Any, source: str) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(raw, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in raw and isinstance(raw[key], dict):

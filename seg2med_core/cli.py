@@ -697,6 +697,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     if args.bundle_command == "info":
         print(bundle_mod.bundle_info(registry.resolve_bundle_path(args.path)))
         return 0
+    if args.bundle_command == "check":
+        folder = registry.resolve_bundle_path(args.path)
+        loaded = bundle_mod.load_bundle(folder)
+        m = loaded.metadata
+        n = sum(p.numel() for p in loaded.network.parameters())
+        print(f"ok: '{folder}': {m.name} ({m.modality.upper()} {m.model_kind}), metadata valid, {n / 1e6:.2f} M finite weights match the network config")
+        return 0
     if args.bundle_command == "list":
         for entry in registry.load_registry():
             where = entry.path or entry.url or "?"
@@ -812,6 +819,8 @@ def build_parser() -> argparse.ArgumentParser:
     bsub = p.add_subparsers(dest="bundle_command", required=True)
     q = bsub.add_parser("info", help="metadata and weight summary of a bundle folder or registry name")
     q.add_argument("path")
+    q = bsub.add_parser("check", help="validate a bundle fully (metadata, weights vs network config, finite values), as loading does")
+    q.add_argument("path", help="bundle folder or registry name")
     bsub.add_parser("list", help="models in the shipped and user registries")
     q = bsub.add_parser("register", help="add a local bundle folder to your registry (SEG2MED_REGISTRY)")
     q.add_argument("path")

@@ -22,14 +22,15 @@ bundle's ``metadata.json``):
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from monai.networks import nets as monai_nets
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 from seg2med_core.errors import Seg2MedError
+
+if TYPE_CHECKING:  # MONAI is imported when a network is built: reading configs stays cheap
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
 #: The paper's denoiser: channels (64,128,256,256), 2 res blocks per level, attention at the last level
 #: with 8 heads of 32 channels (256 / 32), input = noisy image + prior.
@@ -159,6 +160,8 @@ def build_network(config: dict[str, Any], **overrides: Any) -> torch.nn.Module:
     """
     if not isinstance(config, dict):
         raise Seg2MedError(f"network config must be a dict, got {type(config).__name__}")
+    from monai.networks import nets as monai_nets
+
     name = network_class_name(config)
     neighbours, residual = conditioning(config)
     cls = getattr(monai_nets, name)
@@ -192,6 +195,8 @@ def build_scheduler(config: dict[str, Any] | None = None, kind: str = "ddpm") ->
     Keys that belong only to the other kind (``variance_type`` for DDPM, ``set_alpha_to_one`` and
     ``steps_offset`` for DDIM) are ignored, so one stored config serves both samplers.
     """
+    from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+
     if kind not in SCHEDULER_KINDS:
         raise Seg2MedError(f"scheduler kind {kind!r} is not supported (choose from {', '.join(SCHEDULER_KINDS)})")
     config = dict(PAPER_SCHEDULER if config is None else config)

@@ -128,9 +128,12 @@ def register_bundle(bundle_dir: str | Path, name: str | None = None, registry: s
     from seg2med_core.bundle import check_weights, read_metadata
 
     bundle_dir = Path(bundle_dir).expanduser().resolve()
+    if name is not None:
+        check_entry_name(name, f"bundle '{bundle_dir}'")
     meta = read_metadata(bundle_dir)
+    if name is None:
+        check_entry_name(meta.name, f"bundle '{bundle_dir}' (its metadata name; give another with --name)")
     check_weights(bundle_dir, meta)  # no entry for a bundle without (valid) weights
-    check_entry_name(name or meta.name, f"bundle '{bundle_dir}'" + ("" if name else " (its metadata name; give another with --name)"))
     reg_path = Path(registry) if registry else user_registry_path()
     data = _read_registry_file(reg_path) if reg_path.exists() else {"schema": 1, "models": []}
     entry = RegistryEntry(

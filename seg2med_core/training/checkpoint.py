@@ -141,6 +141,28 @@ def load_checkpoint(
     map_location: str | torch.device = "cpu",
 ) -> tuple[TrainState, dict[str, Any], dict[str, Any]]:
     """Load weights (and optimiser state) in place; returns (train state, RNG state, config)."""
+    weights, payload = read_checkpoint_payload(folder, map_location)
+    train_state = TrainState(**payload["train_state"])
+    try:
+        network.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise Seg2MedError(f"checkpoint '{folder}' does not match the network config: {_first_line(exc)}") from exc
+    if optimizer is not None:
+        try:
+            optimizer.load_state_dict(payload["optimizer"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise Seg2MedError(f"checkpoint '{folder / STATE}': optimizer state does not fit the network ({_first_line(exc)})") from exc
+    return train_state, payload["rng"], payload["config"]
+
+
+PAYLOAD_KEYS = ("optimizer", "train_state", "rng", "config")
+
+
+def read_checkpoint_payload(
+    folder: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint's weights and ``state.pt`` and check the payload's layout (exact keys, train state
+    fields, a restorable RNG state); one-line errors naming the file. The network is not needed."""
     folder = Path(folder)
     for name in (WEIGHTS, STATE):
         if not (folder / name).is_file():
@@ -158,27 +180,14 @@ def load_checkpoint(
     if not isinstance(payload["train_state"], dict):
         raise Seg2MedError(f"{where}: train_state is not a dict")
     _check_keys(payload["train_state"], fields, f"{where} train_state")
-    train_state = TrainState(**payload["train_state"])
     for key in ("step", "epoch", "batch_in_epoch"):
-        value = getattr(train_state, key)
+        value = payload["train_state"][key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise Seg2MedError(f"{where}: train_state {key} must be a non-negative integer, got {value!r}")
     if not isinstance(payload["config"], dict):
         raise Seg2MedError(f"{where}: config is not a dict")
     check_rng_state(payload["rng"], where)
-    try:
-        network.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise Seg2MedError(f"checkpoint '{folder}' does not match the network config: {_first_line(exc)}") from exc
-    if optimizer is not None:
-        try:
-            optimizer.load_state_dict(payload["optimizer"])
-        except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise Seg2MedError(f"{where}: optimizer state does not fit the network ({_first_line(exc)})") from exc
-    return train_state, payload["rng"], payload["config"]
-
-
-PAYLOAD_KEYS = ("optimizer", "train_state", "rng", "config")
+    return weights, payload
 
 
 def _check_keys(data: dict[str, Any], keys: tuple[str, ...], where: str) -> None:

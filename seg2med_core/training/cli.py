@@ -215,9 +215,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seg2med_core.device import pick_device
     from seg2med_core.training import ddp
     from seg2med_core.training.dataset import PrepSettings, prepare_dataset
-    from seg2med_core.training.train import Trainer
+    from seg2med_core.training.train import Trainer, check_run_folder
 
     config = build_config(args)
+    check_run_folder(args.out, args.resume)  # before any data is prepared or anything written
     ctx = ddp.init_distributed(pick_device(args.device))
     reporter = make_reporter(args) if ctx.is_main else SilentReporter()
     display = _TrainDisplay(args.progress_format if ctx.is_main else "none")

@@ -34,6 +34,7 @@ from seg2med_core.training.checkpoint import (
     TrainState,
     find_checkpoint,
     load_checkpoint,
+    read_checkpoint_payload,
     remove_leftovers,
     save_checkpoint,
     set_rng_state,
@@ -129,6 +130,35 @@ def total_steps(config: TrainConfig, n_train: int, world_size: int = 1) -> int |
     if config.epochs is not None:
         limits.append(config.epochs * _steps_per_epoch(n_train, config.batch_size, world_size))
     return min(limits) if limits else None
+
+
+def check_run_folder(run_dir: str | Path, resume: bool) -> None:
+    """Refuse to start in a way that would lose or mix up an earlier run; reads only, writes nothing.
+
+    Without ``resume`` the folder must hold neither a checkpoint nor a training log; with ``resume`` it must
+    hold a complete checkpoint whose ``state.pt`` is a valid seg2med training state (checked without
+    building the network, so the ``train`` command can refuse before preparing any data).
+    """
+    run_dir = Path(run_dir)
+    latest = run_dir / "checkpoints" / "latest"
+    found = find_checkpoint(latest)
+    if found is not None and not resume:
+        raise Seg2MedError(f"run folder '{run_dir}' already holds a checkpoint: add `--resume` or choose another --out")
+    if resume and found is None:
+        if latest.is_dir():
+            missing = [f for f in (STATE, WEIGHTS) if not (latest / f).is_file()]
+            raise Seg2MedError(
+                f"cannot resume '{run_dir}': checkpoint '{latest}' is incomplete (no {' and no '.join(missing)}); "
+                "start a new run with another --out"
+            )
+        raise Seg2MedError(f"cannot resume '{run_dir}': there is no checkpoint at '{latest}' (run without --resume)")
+    if not resume and (run_dir / "train_log.csv").exists():
+        raise Seg2MedError(
+            f"run folder '{run_dir}' already holds a training log (train_log.csv) but no checkpoint to resume "
+            "from: choose another --out (or delete the folder)"
+        )
+    if found is not None:
+        read_checkpoint_payload(found)
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -306,26 +336,6 @@ class Trainer:
         return True
 
     # -- main loop -------------------------------------------------------------------------------
-    def _check_start(self, resume: bool) -> None:
-        """Refuse to start in a way that would lose or mix up an earlier run (nothing is written yet)."""
-        latest = self.checkpoint_dir / "latest"
-        has_checkpoint = find_checkpoint(latest) is not None
-        if has_checkpoint and not resume:
-            raise Seg2MedError(f"run folder '{self.run_dir}' already holds a checkpoint: add `--resume` or choose another --out")
-        if resume and not has_checkpoint:
-            if latest.is_dir():
-                missing = [f for f in (STATE, WEIGHTS) if not (latest / f).is_file()]
-                raise Seg2MedError(
-                    f"cannot resume '{self.run_dir}': checkpoint '{latest}' is incomplete (no {' and no '.join(missing)}); "
-                    "start a new run with another --out"
-                )
-            raise Seg2MedError(f"cannot resume '{self.run_dir}': there is no checkpoint at '{latest}' (run without --resume)")
-        if not resume and (self.run_dir / "train_log.csv").exists():
-            raise Seg2MedError(
-                f"run folder '{self.run_dir}' already holds a training log (train_log.csv) but no checkpoint to resume "
-                "from: choose another --out (or delete the folder)"
-            )
-
     def run(self, resume: bool = False) -> TrainResult:
         """Train (from scratch, or from ``checkpoints/latest`` with ``resume``); full disks give one-line errors."""
         try:
@@ -336,7 +346,7 @@ class Trainer:
 
     def _run(self, resume: bool) -> TrainResult:
         cfg, ctx = self.config, self.ctx
-        self._check_start(resume)
+        check_run_folder(self.run_dir, resume)
         resumed = self.resume() if resume else False
         if ctx.is_main:
             for leftover in remove_leftovers(self.checkpoint_dir) + remove_leftovers(self.run_dir):
