@@ -10,10 +10,8 @@ case ids, re-hashed caches, leftovers cleaned, full disks while checkpointing) a
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.server
-import io
 import json
 import os
 import shutil
@@ -234,7 +232,7 @@ def case_image_size_synthesize(root: Path, _server: object) -> Case:
 
 
 def case_huge_channels(root: Path, _server: object) -> Case:
-    net = dict(tiny_metadata()["network"], channels=[512, 512], norm_num_groups=8)
+    net = dict(tiny_metadata()["network"], channels=[512, 1024], norm_num_groups=8)
     folder = write_raw_bundle(root / "bad_bundle", tiny_metadata(network=net))
     return Case(["bundle", "check", str(folder)], "do not match the network config: conv_in.conv.weight has shape (8, 2, 3, 3), expected (512, 2, 3, 3)")
 

@@ -178,3 +178,27 @@ def test_register_refuses_unsafe_names(user_home: Path, tiny_bundle: Path) -> No
         with pytest.raises(Seg2MedError, match="is not allowed"):
             registry.register_bundle(tiny_bundle, name=name)
     assert not (user_home / "registry.json").exists()
+
+
+def test_cached_download_is_rehashed_and_restored_when_changed(user_home: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "tiny.zip"
+    digest = _zip_bundle(tiny_bundle, archive)
+    _write_registry(user_home / "registry.json", [{"name": "m", "modality": "ct", "url": archive.as_uri(), "sha256": digest}])
+    folder = registry.resolve_bundle_path("m")
+    weights = folder / "model.safetensors"
+    good = weights.read_bytes()
+    assert registry.cached_bundle_ok(folder, digest)
+    weights.write_bytes(good[:100] + bytes(len(good) - 100))  # damaged after caching (disk error, an edit...)
+    assert not registry.cached_bundle_ok(folder, digest)
+    assert registry.resolve_bundle_path("m") == folder  # re-hashed, found changed, downloaded again
+    assert weights.read_bytes() == good
+    (folder / "extra.txt").write_text("planted", encoding="utf-8")  # a file that did not come from the archive
+    registry.resolve_bundle_path("m")
+    assert not (folder / "extra.txt").exists()
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["m"]  # no temporary download folder left
+
+
+def test_bundle_check_accepts_a_good_bundle(tiny_bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["bundle", "check", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("ok: ") and "finite weights match the network config" in out

@@ -169,3 +169,37 @@ def test_loss_curve_follows_the_trainers_real_json_progress(tmp_path: Path, monk
     assert loss_point(RunEvent("progress", {"done": 5, "total": 9, "message": "preparing"})) is None
     assert loss_point(RunEvent("log", {"message": "step 10: loss 0.1"})) is None
     assert loss_point(RunEvent("metric", {"step": 4, "loss": "0.5"})) == (4.0, 0.5)
+
+
+def test_batch_keeps_dotted_case_ids_ignores_stale_metrics_reports_folders_and_csv_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    fake = tmp_path / "fake_core.py"
+    fake.write_text(FAKE_CORE, encoding="utf-8")
+    monkeypatch.setattr(seg2med_batch, "synthesize_command",
+                        lambda seg, model, out, options, image=None: [sys.executable, str(fake), "--seg", str(seg), "--out", str(out)])
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    for name in ("dup.v1.nii.gz", "dup.v2.nii.gz"):
+        (inp / name).write_text(name, encoding="utf-8")
+    (inp / "no_seg_here").mkdir()
+    (inp / "no_seg_here" / "image.nii.gz").write_text("x", encoding="utf-8")
+    out.mkdir()
+    (out / "dup.v1_metrics.json").write_text(json.dumps({"ssim": 0.99}), encoding="utf-8")  # from an earlier run
+    old_umask = os.umask(0o022)
+    try:
+        code = seg2med_batch.main(["--input-dir", str(inp), "--output-dir", str(out), "--quiet"])
+    finally:
+        os.umask(old_umask)
+    assert code == 1  # a case was skipped
+    rows = {r["case"]: r for r in csv.DictReader(open(out / "seg2med_batch.csv", encoding="utf-8"))}
+    assert set(rows) == {"dup.v1", "dup.v2", "no_seg_here"}
+    assert (out / "dup.v1_synthetic.nii.gz").read_text(encoding="utf-8") == "volume"
+    assert (out / "dup.v2_synthetic.nii.gz").exists()
+    assert rows["dup.v1"]["status"] == "ok" and rows["dup.v1"]["ssim"] == ""  # the stale 0.99 is not reported
+    assert rows["no_seg_here"]["status"] == "skipped" and "has no segmentation" in rows["no_seg_here"]["error"]
+    assert stat.S_IMODE((out / "seg2med_batch.csv").stat().st_mode) == 0o644
+    assert sorted(p.name for p in out.iterdir() if ".tmp-" in p.name) == []

@@ -279,3 +279,87 @@ def test_ddp_two_processes_gloo_write_one_bundle(tmp_path: Path) -> None:
     steps = [line.split(",")[0] for line in (tmp_path / "run" / "train_log.csv").read_text(encoding="utf-8").splitlines()[1:]]
     assert steps == ["1", "2", "3"]
     assert not list(tmp_path.glob("run/.bundle*"))
+
+
+# ------------------------------------------------------------- full disks, leftovers, resume refusals (issue 13)
+def test_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that fails mid-way with ENOSPC (as torch.save does on a full disk) at the second checkpoint."""
+    import errno
+
+    from seg2med_core.training import checkpoint
+
+    cpu = CPU
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def failing_save(obj, f, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        if calls["n"] >= 2:
+            Path(f).write_bytes(b"\0" * 100)  # half-written, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.torch, "save", failing_save)
+    with pytest.raises(Seg2MedError) as info:
+        Trainer(tiny_config(max_steps=7), synthetic_dataset(), tmp_path / "run", cpu).run()
+    message = str(info.value)
+    assert "\n" not in message and "cannot write checkpoint" in message and "no space left on device" in message
+    assert "previous checkpoint is intact" in message
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest"]  # no .latest.tmp-* left
+    assert json.loads((ckpts / "latest" / "info.json").read_text(encoding="utf-8"))["step"] == 3
+    torch.load(ckpts / "latest" / "state.pt", weights_only=True)  # still a complete, readable checkpoint
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path: Path):  # noqa: ANN201
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_checkpoint_on_a_real_full_tmpfs(small_tmpfs: Path) -> None:
+    cpu = CPU
+
+    def fill_disk(info) -> None:  # noqa: ANN001
+        if info.step == 4:  # after the first checkpoint (step 3): leave no room for the next one
+            with open(small_tmpfs / "filler", "wb") as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                except OSError:
+                    pass
+
+    with pytest.raises(Seg2MedError) as info:
+        Trainer(tiny_config(max_steps=7), synthetic_dataset(), small_tmpfs / "run", cpu, on_step=fill_disk).run()
+    assert "\n" not in str(info.value) and "step" in str(info.value), info.value
+    ckpts = small_tmpfs / "run" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest"]
+    assert json.loads((ckpts / "latest" / "info.json").read_text(encoding="utf-8"))["step"] == 3
+
+
+def test_leftover_checkpoint_temp_folders_are_removed_on_resume(tmp_path: Path) -> None:
+    cpu = CPU
+    data = synthetic_dataset()
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_4(info) -> None:  # noqa: ANN001
+        if info.step == 4:
+            raise Kill()
+
+    with pytest.raises(Kill):
+        Trainer(tiny_config(max_steps=6), data, tmp_path / "run", cpu, on_step=kill_at_4).run()
+    ckpts = tmp_path / "run" / "checkpoints"
+    # what kill -9 during a checkpoint write leaves: a half-written temp folder (and one of a user's own)
+    for name in (".latest.tmp-ab12cd34", ".best.tmp-zz99yy88"):
+        (ckpts / name).mkdir()
+        (ckpts / name / "state.pt").write_bytes(b"half")
+    (ckpts / ".latest.tmp-mine").mkdir()  # not seg2med's name pattern: kept
+    Trainer(tiny_config(max_steps=6), data, tmp_path / "run", cpu).run(resume=True)
+    assert sorted(p.name for p in ckpts.iterdir()) == [".latest.tmp-mine", "latest"]
