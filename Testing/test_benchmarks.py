@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,3 +104,12 @@ def test_profile_categories() -> None:
     assert category("void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel>") == "elementwise"
     assert category("aten::addmm") == "matmul"
     assert category("mystery_kernel") == "other"
+
+
+@pytest.mark.slow
+def test_bench_train_crash_kills_resumes_and_compares(tmp_path: Path) -> None:
+    out = tmp_path / "crash.json"
+    run_script("bench_train_crash.py", "--tries", "2", "--steps", "8", "--checkpoint-every", "2", "--json", str(out), timeout=900)
+    summary = json.loads(out.read_text(encoding="utf-8"))["summary"]
+    assert summary["tries"] == 2 and summary["final_weights_equal"] == 2
+    assert summary["temp_folders_left_after_resume"] == 0

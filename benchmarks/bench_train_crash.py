@@ -63,29 +63,41 @@ def write_case(folder: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _child(argv: list[str]) -> None:
+def _child(argv: list[str], log: str) -> None:
     import torch
 
     torch.set_num_threads(1)
     from seg2med_core.cli import main
 
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    os._exit(main(argv))
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 3
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 class Run:
     """One training process (forked child or ``python -m seg2med_core``)."""
 
     def __init__(self, argv: list[str], use_subprocess: bool) -> None:
+        log = Path(argv[argv.index("--out") + 1]).with_name(Path(argv[argv.index("--out") + 1]).name + ".log")
         if use_subprocess:
             env = {**os.environ, "PYTHONPATH": str(REPO)}
-            self.proc = subprocess.Popen([sys.executable, "-m", "seg2med_core", *argv], env=env,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            with open(log, "a", encoding="utf-8") as fh:
+                self.proc = subprocess.Popen([sys.executable, "-m", "seg2med_core", *argv], env=env, stdout=fh, stderr=fh)
             self.pid = self.proc.pid
         else:
-            self.proc = mp.get_context("fork").Process(target=_child, args=(argv,))
+            self.proc = mp.get_context("fork").Process(target=_child, args=(argv, str(log)))
             self.proc.start()
             self.pid = self.proc.pid
 
@@ -150,7 +162,10 @@ def main() -> int:
 
     t0 = time.monotonic()
     ref = work / "reference"
-    Run(argv(ref), args.subprocess).wait()  # fills the slice cache too
+    code = Run(argv(ref), args.subprocess).wait()  # fills the slice cache too
+    if code != 0:
+        print(f"the uninterrupted run failed (exit {code}); see {ref}.log")
+        return 1
     t1 = time.monotonic()
     probe = work / "probe"
     run = Run(argv(probe), args.subprocess)

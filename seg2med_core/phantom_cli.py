@@ -74,7 +74,6 @@ KINDS = ("template", "procedural")
 def run_phantom(args: argparse.Namespace) -> int:
     from . import io
     from .cli import check_output
-
     from .phantom import check_seed
 
     check_seed(args.seed)
