@@ -271,6 +271,8 @@ BAD_INPUTS = {
     "reformat not png": ({"--reformat": "{tmp}/r.jpg"}, "--reformat '{tmp}/r.jpg' must end with .png"),
     "metrics without image": ({"--image": None, "--metrics": "{tmp}/m.json"}, "--metrics needs --image"),
     "zero steps": ({"--steps": "0"}, "--steps must be at least 1, got 0"),
+    "coupling too large": ({"--slice-coupling": "2"}, "--slice-coupling must be in [0, 1], got 2"),
+    "noise correlation 1": ({"--noise-correlation": "1"}, "--noise-correlation must be in [0, 0.99], got 1"),
 }
 
 

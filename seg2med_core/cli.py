@@ -22,7 +22,13 @@ import SimpleITK as sitk
 
 from seg2med_core import __version__
 from seg2med_core.cli_common import Reporter, add_progress_argument, emit_json, make_reporter
-from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
+from seg2med_core.defaults import (
+    DEFAULT_NOISE_CORRELATION,
+    DEFAULT_SAMPLER,
+    DEFAULT_SLICE_COUPLING,
+    DEFAULT_STEPS,
+    SAMPLER_KINDS,
+)
 from seg2med_core.errors import Cancelled, Seg2MedError, Terminated
 
 if TYPE_CHECKING:
@@ -91,6 +97,11 @@ def _add_sampler_arguments(p: argparse.ArgumentParser, several: bool = False) ->
     p.add_argument("--device", default="auto",
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps; a comma list (cuda:0,cuda:1) splits the slices over the devices")
     p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: what fits the device memory)")
+    p.add_argument("--slice-coupling", type=float, default=DEFAULT_SLICE_COUPLING, metavar="W",
+                   help="blend each slice's x0 prediction with its adjacent slices' at every step, weight W x noise level, "
+                        f"0..1 (training-free 2.5D consistency; default {DEFAULT_SLICE_COUPLING:g})")
+    p.add_argument("--noise-correlation", type=float, default=DEFAULT_NOISE_CORRELATION, metavar="R",
+                   help=f"correlation of adjacent slices' starting noise, 0..0.99 (default {DEFAULT_NOISE_CORRELATION:g})")
     p.add_argument("--no-fast", action="store_true", help="disable the fast path (SDPA, channels_last, bf16 where native): MONAI's plain fp32")
     compiling = p.add_mutually_exclusive_group()
     compiling.add_argument("--compile", dest="compile", action="store_true", default=None,
@@ -179,6 +190,10 @@ def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
         raise Seg2MedError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.batch_size is not None and args.batch_size < 1:
         raise Seg2MedError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 0.0 <= args.slice_coupling <= 1.0:
+        raise Seg2MedError(f"--slice-coupling must be in [0, 1], got {args.slice_coupling:g}")
+    if not 0.0 <= args.noise_correlation <= 0.99:
+        raise Seg2MedError(f"--noise-correlation must be in [0, 0.99], got {args.noise_correlation:g}")
     return SamplerConfig(
         kind=args.sampler,
         steps=steps,
@@ -187,6 +202,8 @@ def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
         fast=not args.no_fast,
         compile=args.compile,
         compile_mode=None if args.compile_mode == "default" else args.compile_mode,  # as SamplerConfig()
+        slice_coupling=args.slice_coupling,
+        noise_correlation=args.noise_correlation,
     )
 
 

@@ -13,3 +13,7 @@ SAMPLER_KINDS: tuple[str, ...] = ("dpmpp_2m", "ddim", "ddpm")
 DEFAULT_SAMPLER = "dpmpp_2m"
 #: Denoising steps used when none are given (every device).
 DEFAULT_STEPS = 20
+#: Training-free coupling across slices while sampling (``SamplerConfig.slice_coupling``, x0 blending with
+#: the adjacent slices) and the correlation of adjacent slices' starting noise (``noise_correlation``).
+DEFAULT_SLICE_COUPLING = 0.0
+DEFAULT_NOISE_CORRELATION = 0.0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -22,7 +23,13 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from seg2med_core.defaults import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLER_KINDS
+from seg2med_core.defaults import (
+    DEFAULT_NOISE_CORRELATION,
+    DEFAULT_SAMPLER,
+    DEFAULT_SLICE_COUPLING,
+    DEFAULT_STEPS,
+    SAMPLER_KINDS,
+)
 from seg2med_core.device import DeviceSpec, as_device_list, auto_batch_size
 from seg2med_core.dpm_solver import SPACINGS, DPMSolverPP2M
 from seg2med_core.errors import Cancelled, Seg2MedError
@@ -40,7 +47,11 @@ AUTO_COMPILE_WORK = 3000.0
 
 #: Tolerance for priors slightly outside [0, 1] (interpolation overshoot); they are clipped.
 _RANGE_TOLERANCE = 1e-3
-_NOISE_STREAM, _STEP_STREAM = 0, 1
+_NOISE_STREAM, _STEP_STREAM, _NEGATIVE_NOISE_STREAM = 0, 1, 2
+#: Largest accepted ``noise_correlation`` (at 1 every slice would start from the same noise field).
+MAX_NOISE_CORRELATION = 0.99
+#: Slice indices from here on are padding rows (compiled fixed-shape batches): plain, uncorrelated noise.
+_PAD_INDEX = 2**62
 
 
 @dataclass
@@ -59,6 +70,15 @@ class SamplerConfig:
     CUDA and on CPUs with native bf16); ``compile``: ``torch.compile`` the network (slow first batch);
     ``None`` = automatic: on CUDA with the fast path when the volume is big enough to pay for it
     (:data:`AUTO_COMPILE_WORK`), never on CPU/MPS.
+
+    Training-free coupling across slices (the 2D network sees one slice at a time, so each slice makes its
+    own random choices: stripes in coronal/sagittal views). ``slice_coupling`` ``w`` ∈ [0, 1]: at every
+    step each slice's x0 prediction is blended with the mean of its adjacent slices' (slice index ± 1) with
+    weight ``w · σ_t`` (σ_t = the noise level, so the last steps keep each slice's own detail); all slices
+    then advance in lock step. ``noise_correlation`` ρ ∈ [0, 0.99]: the starting noise of adjacent slices
+    has correlation ρ (a Gaussian moving average along the slices of per-slice noises, still unit
+    variance). Both are deterministic for a seed and independent of batch size and devices; 0 = off (the
+    uncoupled result, bit for bit).
     """
 
     kind: str = DEFAULT_SAMPLER
@@ -70,6 +90,8 @@ class SamplerConfig:
     eta: float = 0.0
     compile_mode: str | None = None
     spacing: str = "linspace"  # DPM-Solver++ timestep spacing (seg2med_core.dpm_solver.SPACINGS)
+    slice_coupling: float = DEFAULT_SLICE_COUPLING
+    noise_correlation: float = DEFAULT_NOISE_CORRELATION
 
     def __post_init__(self) -> None:
         if self.kind not in SAMPLER_KINDS:
@@ -84,6 +106,11 @@ class SamplerConfig:
             raise Seg2MedError(f"timestep spacing {self.spacing!r} must be one of {', '.join(SPACINGS)}")
         if not 0.0 <= self.eta <= 1.0:
             raise Seg2MedError(f"DDIM eta must be in [0, 1], got {self.eta}")
+        if not (isinstance(self.slice_coupling, (int, float)) and 0.0 <= self.slice_coupling <= 1.0):
+            raise Seg2MedError(f"slice coupling must be in [0, 1], got {self.slice_coupling!r}")
+        if not (isinstance(self.noise_correlation, (int, float)) and 0.0 <= self.noise_correlation <= MAX_NOISE_CORRELATION):
+            raise Seg2MedError(f"noise correlation between adjacent slices must be in [0, {MAX_NOISE_CORRELATION}], "
+                               f"got {self.noise_correlation!r}")
 
     def fast_options(self, device: torch.device | str, work: float | None = None) -> FastOptions:
         """The fast-path levers this config selects on ``device`` for ``work`` 512²-equivalent slice-steps
@@ -109,12 +136,61 @@ def slice_seed(seed: int, index: int, stream: int = _NOISE_STREAM) -> int:
     return int(np.random.SeedSequence([seed, index, stream]).generate_state(1, dtype=np.uint64)[0])
 
 
-def initial_noise(seed: int, indices: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
-    """Starting noise ``(len(indices), 1, H, W)``, drawn on the CPU per slice (device-independent)."""
+def _slice_noise(seed: int, index: int, size: tuple[int, int]) -> torch.Tensor:
+    """The independent noise field of one slice index (negative indices, neighbours of slice 0, too)."""
+    stream = _NOISE_STREAM if index >= 0 else _NEGATIVE_NOISE_STREAM
+    gen = torch.Generator().manual_seed(slice_seed(seed, abs(int(index)), stream))
+    return torch.randn(size, generator=gen)
+
+
+def noise_kernel(correlation: float) -> np.ndarray:
+    """Weights ``a_j`` (j = -J..J, Σ a_j² = 1) of the moving average along the slices that gives adjacent
+    slices' noise the correlation ``Σ a_j a_{j+1}`` = ``correlation`` (Gaussian weights, width solved for)."""
+    if correlation <= 0:
+        return np.ones(1)
+
+    def kernel(width: float) -> np.ndarray:
+        half = max(1, int(math.ceil(4.0 * width)))
+        j = np.arange(-half, half + 1, dtype=np.float64)
+        a = np.exp(-0.5 * (j / width) ** 2)
+        return a / np.sqrt(np.sum(a * a))
+
+    def lag1(width: float) -> float:
+        a = kernel(width)
+        return float(np.sum(a[:-1] * a[1:]))
+
+    lo, hi = 1e-3, 64.0
+    for _ in range(80):  # lag-1 correlation grows monotonically with the width
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if lag1(mid) < correlation else (lo, mid)
+    return kernel(hi)
+
+
+def initial_noise(seed: int, indices: Sequence[int], size: tuple[int, int], correlation: float = 0.0) -> torch.Tensor:
+    """Starting noise ``(len(indices), 1, H, W)``, drawn on the CPU per slice (device-independent).
+
+    ``correlation`` > 0: slice ``i`` gets ``Σ_j a_j e_{i+j}`` (:func:`noise_kernel`) of the independent
+    per-index fields ``e``, so adjacent slices' noise has that correlation whichever slices are drawn together.
+    """
     out = torch.empty(len(indices), 1, *size)
+    kernel = noise_kernel(correlation)
+    half = len(kernel) // 2
+    cache: dict[int, torch.Tensor] = {}
+
+    def field(index: int) -> torch.Tensor:
+        if index not in cache:
+            cache[index] = _slice_noise(seed, index, size)
+        return cache[index]
+
     for row, index in enumerate(indices):
-        gen = torch.Generator().manual_seed(slice_seed(seed, int(index), _NOISE_STREAM))
-        out[row, 0] = torch.randn(size, generator=gen)
+        index = int(index)
+        if half == 0 or index >= _PAD_INDEX:
+            out[row, 0] = field(index)
+            continue
+        acc = torch.zeros(size, dtype=torch.float64)
+        for j, a in zip(range(-half, half + 1), kernel):
+            acc += float(a) * field(index + j).to(torch.float64)
+        out[row, 0] = acc.to(torch.float32)
     return out
 
 
@@ -130,6 +206,14 @@ class _MonaiStepper:
     @property
     def stochastic(self) -> bool:
         return self.kind == "ddpm" or self.eta > 0
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return self.scheduler.alphas_cumprod
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler.prediction_type)
 
     def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         extra: dict[str, Any] = {"eta": self.eta} if self.kind == "ddim" else {}
@@ -147,6 +231,8 @@ class _DPMStepper:
         self.solver = solver
         self.timesteps: torch.Tensor = solver.timesteps
         self.stochastic = False
+        self.alphas_cumprod: torch.Tensor = solver.alphas_cumprod
+        self.prediction_type: str = solver.prediction_type
 
     def step(self, eps: torch.Tensor, t: int, x: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         return self.solver.step(eps, t, x)[0]
@@ -261,6 +347,9 @@ def sample_slices(
     opts = options if options is not None else config.fast_options(device, work=n * config.steps * height * width / 512**2)
     batch = _resolve_batch_size(config, network, device, opts, 1 + channels, height, n)
     seed = config.seed if config.seed is not None else secrets.randbits(63)
+    if config.slice_coupling > 0:  # neighbours' x0 predictions at every step: all slices in lock step
+        return sample_lockstep([network], [device], scheduler_config, arr, indices, config, [opts], batch, seed,
+                               progress, cancel)
     n_batches = math.ceil(n / batch)
     total = n_batches * config.steps
     out = np.empty((n, height, width), dtype=np.float32)
@@ -275,7 +364,7 @@ def sample_slices(
             pad = batch - len(rows) if opts.compile else 0  # fixed shapes: no recompiling for the last batch
             # padded rows get seeds of slice indices far beyond any real volume (their output is dropped)
             ids_padded = ids + [2**62 + k for k in range(pad)]
-            x = initial_noise(seed, ids_padded, (height, width)).to(device)
+            x = initial_noise(seed, ids_padded, (height, width), config.noise_correlation).to(device)
             cond = to_model_space(torch.from_numpy(priors_padded(arr, rows, pad))).to(device)
             stepper = make_stepper(scheduler_config, config)
             generators = step_generators(stepper, device, seed, ids_padded)
@@ -289,6 +378,129 @@ def sample_slices(
             x = denoise(predict, x, cond, stepper, generators, cancel=cancel, on_step=on_step)
             out[rows] = from_model_space(x[: len(rows), 0]).float().cpu().numpy()
     return out
+
+
+def slice_neighbours(indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of each row's adjacent slices (slice index - 1 and + 1), -1 where that slice is not sampled."""
+    row_of = {int(i): r for r, i in enumerate(indices)}
+    before = torch.tensor([row_of.get(int(i) - 1, -1) for i in indices], dtype=torch.long)
+    after = torch.tensor([row_of.get(int(i) + 1, -1) for i in indices], dtype=torch.long)
+    return before, after
+
+
+def couple_predictions(
+    output: torch.Tensor, x: torch.Tensor, t: int, stepper: Stepper, neighbours: tuple[torch.Tensor, torch.Tensor], weight: float
+) -> torch.Tensor:
+    """The network ``output`` for all rows with each row's x0 prediction blended towards its neighbours'.
+
+    x0 is recovered from the output according to the scheduler's ``prediction_type`` (epsilon, sample or
+    v_prediction) at timestep ``t``; each row's x0 moves towards the mean x0 of its sampled neighbours by
+    ``weight · σ_t``; the result is converted back into the same kind of output, so every sampler
+    (DDPM, DDIM, DPM-Solver++) takes its normal step with it. Rows without a sampled neighbour are unchanged.
+    """
+    acp = float(stepper.alphas_cumprod[int(t)])
+    alpha, sigma = acp**0.5, (1.0 - acp) ** 0.5
+    w = float(weight) * sigma
+    if w <= 0:
+        return output
+    kind = stepper.prediction_type
+    if kind == "sample":
+        x0 = output
+    elif kind == "epsilon":
+        x0 = (x - sigma * output) / alpha
+    elif kind == "v_prediction":
+        x0 = alpha * x - sigma * output
+    else:
+        raise Seg2MedError(f"slice coupling does not support prediction_type {kind!r}")
+    before, after = (n.to(output.device) for n in neighbours)
+    has_before = (before >= 0).to(x0.dtype).view(-1, 1, 1, 1)
+    has_after = (after >= 0).to(x0.dtype).view(-1, 1, 1, 1)
+    count = has_before + has_after
+    total = x0[before.clamp(min=0)] * has_before + x0[after.clamp(min=0)] * has_after
+    mean = total / count.clamp(min=1.0)
+    blended = x0 + (w * (count > 0).to(x0.dtype)) * (mean - x0)
+    if kind == "sample":
+        return blended
+    if kind == "epsilon":
+        return (x - alpha * blended) / sigma
+    return (alpha * x - blended) / sigma
+
+
+def sample_lockstep(
+    networks: Sequence[torch.nn.Module],
+    devices: Sequence[torch.device],
+    scheduler_config: dict[str, Any] | None,
+    arr: np.ndarray,  # (N, channels, H, W) priors in [0, 1]
+    indices: Sequence[int],
+    config: SamplerConfig,
+    options: Sequence[FastOptions],
+    batch: int,
+    seed: int,
+    progress: ProgressFn | None = None,
+    cancel: CancelFn | None = None,
+) -> np.ndarray:
+    """All slices advance together, one denoising step at a time, so the step can couple neighbours
+    (:func:`couple_predictions`); used when ``config.slice_coupling`` > 0.
+
+    The state (noisy slices, solver history, per-slice generators) lives on ``devices[0]``; the batches
+    (the same ones whatever the number of devices) are shared out over ``devices`` (contiguous, one thread
+    per device, ``networks[k]`` on ``devices[k]``), so several devices give the one-device result.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    n, _channels, height, width = arr.shape
+    home = devices[0]
+    x = initial_noise(seed, indices, (height, width), config.noise_correlation).to(home)
+    cond = to_model_space(torch.from_numpy(np.ascontiguousarray(arr))).to(home)
+    stepper = make_stepper(scheduler_config, config)
+    generators = step_generators(stepper, home, seed, indices)
+    neighbours = slice_neighbours(indices)
+    batches = [list(range(b * batch, min(n, (b + 1) * batch))) for b in range(math.ceil(n / batch))]
+    shares = [chunk.tolist() for chunk in np.array_split(np.arange(len(batches)), len(devices)) if len(chunk)]
+    total = len(batches) * config.steps
+    done = 0
+    lock = threading.Lock()
+    if progress is not None:
+        progress(0, total, "compiling the network (torch.compile), then sampling" if options[0].compile else "sampling")
+    with ExitStack() as stack, torch.inference_mode():
+        predicts = [stack.enter_context(prepared(networks[k], devices[k], options[k])) for k in range(len(shares))]
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="seg2med-lockstep")) \
+            if len(shares) > 1 else None
+
+        def run_share(k: int, t: int, output: torch.Tensor) -> None:
+            with torch.inference_mode():  # thread-local: the worker threads need it too
+                predict_share(k, t, output)
+
+        def predict_share(k: int, t: int, output: torch.Tensor) -> None:
+            nonlocal done
+            for b in shares[k]:
+                rows = batches[b]
+                lo, hi = rows[0], rows[-1] + 1
+                inp = torch.cat([x[lo:hi], cond[lo:hi]], dim=1)
+                pad = batch - len(rows) if options[k].compile else 0
+                if pad:
+                    inp = torch.cat([inp, torch.zeros((pad, *inp.shape[1:]), dtype=inp.dtype, device=inp.device)])
+                inp = inp.to(devices[k])
+                t_batch = torch.full((inp.shape[0],), int(t), dtype=torch.long, device=devices[k])
+                output[lo:hi] = predicts[k](inp, t_batch)[: len(rows)].to(home, dtype=output.dtype)
+                with lock:
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, "sampling")
+
+        for t in stepper.timesteps.tolist():
+            if cancel is not None and cancel():
+                raise Cancelled("sampling cancelled")
+            output = torch.empty_like(x)
+            if pool is None:
+                run_share(0, t, output)
+            else:
+                for future in [pool.submit(run_share, k, t, output) for k in range(len(shares))]:
+                    future.result()
+            output = couple_predictions(output, x, int(t), stepper, neighbours, config.slice_coupling)
+            x = stepper.step(output, int(t), x, generators)
+    return from_model_space(x[:, 0]).float().cpu().numpy()
 
 
 def step_generators(stepper: Stepper, device: torch.device, seed: int, ids: Sequence[int]) -> list[torch.Generator]:

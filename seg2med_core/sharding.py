@@ -62,6 +62,9 @@ def sample_sharded(
         raise Seg2MedError("compile mode 'reduce-overhead' (CUDA graphs) cannot be used with several devices; "
                            "use the default compile mode or one device")
     networks = [network.to(targets[0])] + [copy.deepcopy(network).to(d) for d in targets[1 : len(shares)]]
+    if config.slice_coupling > 0:  # neighbours are coupled at every step: one lock-step loop over all devices
+        return _sample_coupled(networks, targets[: len(shares)], scheduler_config, priors, indices, config, options,
+                               progress, cancel)
     lock = threading.Lock()
     done, totals = [0] * len(shares), [0] * len(shares)
     failed = threading.Event()
@@ -97,3 +100,31 @@ def sample_sharded(
     for rows, part in zip(shares, parts):
         out[rows] = part
     return out
+
+
+def _sample_coupled(
+    networks: list[torch.nn.Module],
+    devices: list[torch.device],
+    scheduler_config: dict[str, Any] | None,
+    priors: np.ndarray,
+    indices: list[int],
+    config: SamplerConfig,
+    options: FastOptions | None,
+    progress: ProgressFn | None,
+    cancel: CancelFn | None,
+) -> np.ndarray:
+    """Slice coupling over several devices: :func:`~seg2med_core.sampler.sample_lockstep` shares every
+    step's batches out over the devices and keeps the state on the first (same result as one device)."""
+    from seg2med_core.sampler import _check_network_input, _check_priors, _resolve_batch_size, sample_lockstep
+
+    arr = _check_priors(priors, allow_channels=True)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    n, channels, height, width = arr.shape
+    _check_network_input(networks[0], 1 + channels, f"diffusion sampling with {channels} prior channel(s)")
+    work = n * config.steps * height * width / 512**2
+    opts = [options if options is not None else config.fast_options(d, work=work) for d in devices]
+    batch = _resolve_batch_size(config, networks[0], devices[0], opts[0], 1 + channels, height, n)
+    assert config.seed is not None
+    return sample_lockstep(networks, devices, scheduler_config, arr, indices, config, opts, batch, config.seed,
+                           progress, cancel)
