@@ -11,7 +11,7 @@ from typing import Annotated
 
 import slicer
 import vtk
-from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleLogic
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
@@ -24,7 +24,7 @@ class Seg2Med(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "Seg2Med"
         self.parent.categories = ["Segmentation"]
-        self.parent.dependencies = []
+        self.parent.dependencies = []  # the PyTorch extension is an EXTENSION_DEPENDS (CMakeLists.txt), not a module
         self.parent.contributors = ["seg2med contributors"]
         self.parent.helpText = (
             "Turn a TotalSegmentator segmentation into a synthetic CT or MR volume with a conditional "
@@ -46,11 +46,12 @@ class Seg2MedParameterNode:
     realImage: slicer.vtkMRMLScalarVolumeNode
     result: slicer.vtkMRMLScalarVolumeNode
     fast: bool = True
+    show3D: bool = False
     keepSkeleton: bool = True
-    phantomSeed: int = 0
+    phantomSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     sampler: Annotated[str, Choice(["dpmpp_2m", "ddim", "ddpm"])] = "dpmpp_2m"
-    steps: int = 20
-    seed: int = 0
+    steps: Annotated[int, WithinRange(1, 1000)] = 20
+    seed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
 
 
 class Seg2MedLogic(ScriptedLoadableModuleLogic):
@@ -114,6 +115,15 @@ class Seg2MedWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.setParameterNode(None)
+        if self.controller is not None:
+            self.controller.onSceneClosed()
+
+    def onReload(self) -> None:
+        """Developer Reload: the Lib package too (Slicer reloads only this file)."""
+        from Seg2MedLib.commands import forget_modules
+
+        forget_modules("Seg2MedLib")
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -154,43 +164,19 @@ class Seg2MedTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
+        from Seg2MedLib import dependencies
+
+        dependencies.ensure()  # a clean Slicer lacks nibabel, scikit-image, ...: asks, then installs
         self.setUp()
         self.test_roundtrip_and_tables()
         self.test_phantom_composite()
 
     def test_roundtrip_and_tables(self) -> None:
-        import numpy as np
-        import SimpleITK as sitk
+        from Seg2MedLib import selftest
 
-        from Seg2MedLib import nodes
-        from Seg2MedLib.logic import Seg2MedLogic as SceneLogic
-
-        self.delayDisplay("Generating a two-organ label map")
-        labels = np.zeros((8, 20, 24), np.uint16)
-        labels[2:6, 4:12, 4:12] = 5  # liver in 'total'
-        labels[2:6, 12:18, 14:20] = 1  # spleen
-        image = sitk.GetImageFromArray(labels)
-        image.SetSpacing((1.5, 1.5, 3.0))
-        image.SetOrigin((-20.0, 10.0, 5.0))
-        logic = SceneLogic(slicer.mrmlScene)
-        seg_node = nodes.labelmap_to_segmentation_node(slicer.mrmlScene, image, {5: "liver", 1: "spleen"})
-        seg = logic.segmentation_from_node(seg_node, None, "total")
-        self.assertTrue((seg.array() == labels).all())
-        self.assertEqual(seg.image.GetOrigin(), image.GetOrigin())
-        dice, table = logic.roundtrip_dice(seg_node, seg_node, None)
-        self.assertAlmostEqual(dice["liver"], 1.0)
-        self.assertEqual(table.GetNumberOfRows(), 2)
-        self.delayDisplay("Test passed")
+        selftest.roundtrip_and_tables(self, slicer.mrmlScene)
 
     def test_phantom_composite(self) -> None:
-        from Seg2MedLib.logic import Seg2MedLogic as SceneLogic
+        from Seg2MedLib import selftest
 
-        self.delayDisplay("Composite of two procedural phantoms")
-        logic = SceneLogic(slicer.mrmlScene)
-        body = logic.phantom_node(seed=0, region="abdomen", spacing_mm=8.0)
-        donor = logic.phantom_node(seed=1, region="abdomen", spacing_mm=8.0)
-        node, report = logic.build_composite(body, [(donor, ["liver"])])
-        self.assertEqual([o.name for o in report.organs], ["liver"])
-        self.assertIn("liver", [node.GetSegmentation().GetNthSegment(i).GetName()
-                                for i in range(node.GetSegmentation().GetNumberOfSegments())])
-        self.delayDisplay("Test passed")
+        selftest.phantom_composite(self, slicer.mrmlScene)

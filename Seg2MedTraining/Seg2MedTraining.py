@@ -6,16 +6,18 @@ Thin module file; the logic is in ``Seg2MedTrainingLib`` and the process runner 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import qt
 import slicer
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 
 class Seg2MedTraining(ScriptedLoadableModule):
@@ -33,9 +35,9 @@ class Seg2MedTraining(ScriptedLoadableModule):
 class Seg2MedTrainingParameterNode:
     pairVolume: slicer.vtkMRMLScalarVolumeNode
     pairSegmentation: slicer.vtkMRMLSegmentationNode
-    steps: int = 20000
-    batchSize: int = 8
-    imageSize: int = 256
+    steps: Annotated[int, WithinRange(1, 10_000_000)] = 20000
+    batchSize: Annotated[int, WithinRange(1, 512)] = 8
+    imageSize: Annotated[int, WithinRange(16, 1024)] = 256  # a multiple of 16: TrainingOptions.validate says so
 
 
 class Seg2MedTrainingLogic(ScriptedLoadableModuleLogic):
@@ -49,7 +51,11 @@ class Seg2MedTrainingLogic(ScriptedLoadableModuleLogic):
         return Seg2MedTrainingParameterNode(super().getParameterNode())
 
 
-class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
+class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/Seg2MedTraining.ui"))
@@ -59,6 +65,8 @@ class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
         self.logic = Seg2MedTrainingLogic()
         self.param = self.logic.getParameterNode()
         self._guiTag = self.param.connectGui(self.ui)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.pairs: list[tuple] = []
         self.timer = qt.QTimer()
         self.timer.setInterval(500)
@@ -66,10 +74,22 @@ class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
         self.ui.addPairButton.connect("clicked(bool)", self.onAddPair)
         self.ui.startButton.connect("clicked(bool)", lambda _=False: self.run(resume=False))
         self.ui.resumeButton.connect("clicked(bool)", lambda _=False: self.run(resume=True))
-        self.ui.stopButton.connect("clicked(bool)", lambda _=False: self.logic.training.stop())
+        self.ui.stopButton.connect("clicked(bool)", lambda _=False: self.logic.training.stop(spin=slicer.app.processEvents))
 
     def cleanup(self) -> None:
+        self.removeObservers()
         self.logic.training.stop()
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.param.disconnectGui(self._guiTag)
+        self.logic.training.stop(spin=slicer.app.processEvents)
+        self.pairs.clear()
+        self.ui.pairsListWidget.clear()
+        self.logic.training.curve = None  # its nodes belong to the closed scene
+
+    def onSceneEndClose(self, caller, event) -> None:
+        self.param = self.logic.getParameterNode()
+        self._guiTag = self.param.connectGui(self.ui)
 
     def onAddPair(self) -> None:
         if self.param.pairVolume is None or self.param.pairSegmentation is None:
@@ -83,6 +103,9 @@ class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
 
         try:
             with slicer.util.tryWithErrorDisplay("Training could not start.", waitCursor=True):
+                from Seg2MedLib import dependencies
+
+                dependencies.ensure()  # first use: asks, then installs what a clean Slicer lacks
                 if resume:
                     options = self.logic.training.resume_options()
                 else:
@@ -129,6 +152,9 @@ class Seg2MedTrainingWidget(ScriptedLoadableModuleWidget):
 
 class Seg2MedTrainingTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
+        from Seg2MedLib import dependencies
+
+        dependencies.ensure()
         slicer.mrmlScene.Clear()
         self.test_export_and_curve()
 

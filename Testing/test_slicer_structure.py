@@ -192,9 +192,12 @@ def test_bound_widgets_fit_the_parameter_types(module: str) -> None:
         if bound is None:
             continue
         kind = types[bound]
+        if kind.startswith("Annotated[int, WithinRange("):  # a range for the spin box (parameterNodeWrapper)
+            kind = "int"
         if kind.startswith("slicer.vtkMRML"):
             assert widget.get("class") == "qMRMLNodeComboBox", f"{bound}: node parameter on a {widget.get('class')}"
-            node_types = [s.text for s in widget.iter("string") if (s.text or "").startswith("vtkMRML")]
+            node_types = [s.text for p in widget.findall("property") if p.get("name") == "nodeTypes"
+                          for s in p.iter("string")]
             assert node_types == [kind.split(".")[1]], f"{widget.get('name')} lists {node_types} for {kind}"
         elif kind.startswith("Annotated[") and "Choice(" in kind:  # Slicer fills the combo box from the Choice
             assert widget.get("class") == "QComboBox", f"{bound}: Choice parameter on a {widget.get('class')}"
@@ -207,7 +210,8 @@ def test_bound_widgets_fit_the_parameter_types(module: str) -> None:
 GUI_FILES = ["Seg2Med/Seg2Med.py", "Seg2Med/Seg2MedLib/widget.py", "Seg2Med/Seg2MedLib/segment.py",
              "Seg2MedTraining/Seg2MedTraining.py"]
 #: Receivers whose capitalised attributes are classes or functions of other libraries, not MRML methods.
-NON_MRML_RECEIVERS = {"qt", "sitk", "threading", "slicer", "util", "PyTorchUtils", "vtk", "np", "ctk"}
+NON_MRML_RECEIVERS = {"qt", "sitk", "threading", "slicer", "util", "PyTorchUtils", "vtk", "np", "ctk", "segment",
+                      "dependencies"}
 #: App-only logic methods that slicer-core lacks, with where they are documented.
 APP_ONLY = {"ShowChartInLayout"}  # vtkSlicerPlotsLogic (Modules/Loadable/Plots/Logic)
 

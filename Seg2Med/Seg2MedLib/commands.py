@@ -61,6 +61,14 @@ def ensure_core_importable() -> Path:
     return root
 
 
+def forget_modules(package: str) -> list[str]:
+    """Drop ``package`` and its submodules from ``sys.modules`` so the next import reads the files again."""
+    names = [n for n in sys.modules if n == package or n.startswith(package + ".")]
+    for name in names:
+        del sys.modules[name]
+    return names
+
+
 def python_executable() -> str:
     """``PythonSlicer`` when running inside Slicer (it sets up Slicer's libraries), else this interpreter."""
     if "slicer" in sys.modules and hasattr(sys.modules["slicer"], "app"):

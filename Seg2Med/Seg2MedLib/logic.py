@@ -320,6 +320,25 @@ class Seg2MedLogic:
                                         f"input volume '{reference.GetName()}'")
         return nodes.add_volume_node(self.scene, image, name)
 
+    def place_in_subject_hierarchy(self, node: Any, reference: Any | None) -> None:
+        """Put ``node`` next to ``reference`` in the subject hierarchy (same patient / study folder)."""
+        import slicer
+
+        if reference is None:
+            return
+        sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        if sh is None:
+            return
+        reference_item = sh.GetItemByDataNode(reference)
+        parent = sh.GetItemParent(reference_item) if reference_item else 0
+        if not parent or parent == sh.GetSceneItemID():
+            return
+        item = sh.GetItemByDataNode(node)
+        if item:
+            sh.SetItemParent(item, parent)
+        else:
+            sh.CreateItem(parent, node)
+
     # -- evaluation ----------------------------------------------------------------------------------------
     def compare(self, synthetic_node: Any, real_node: Any, modality: str,
                 mask: np.ndarray | None = None) -> tuple[dict[str, Any], Any, Any]:

@@ -71,12 +71,87 @@ def error_from_stderr(stderr_text: str) -> str | None:
     return None
 
 
+#: Windows: no console window for the child (Slicer's launchConsoleProcess hides it too), own process group.
+CREATE_NO_WINDOW = 0x08000000
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+
+
+def popen_options(platform: str | None = None) -> dict[str, Any]:
+    """Extra ``subprocess.Popen`` arguments so that a run can be stopped as a whole and shows no console.
+
+    POSIX: a new session, so the child and everything it starts share one process group (``os.killpg``).
+    Windows: a new process group and ``CREATE_NO_WINDOW``; the tree is stopped with ``taskkill /T``.
+    """
+    platform = platform or sys.platform
+    if platform == "win32":
+        return {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    return {"start_new_session": True}
+
+
+def tree_kill_command(pid: int) -> list[str]:
+    """Windows command that ends ``pid`` and all its descendants."""
+    return ["taskkill", "/F", "/T", "/PID", str(int(pid))]
+
+
+def descendant_pids(pid: int) -> list[int]:
+    """Process ids started (directly or not) by ``pid``, deepest first; POSIX only (``ps``), else ``[]``."""
+    if sys.platform == "win32":
+        return []
+    try:
+        out = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid="], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            children.setdefault(int(parts[1]), []).append(int(parts[0]))
+    found: list[int] = []
+    stack = [int(pid)]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found[::-1]
+
+
+def terminate_tree(process: subprocess.Popen, force: bool = False, own_group: bool = True) -> None:
+    """Signal ``process`` and all its descendants (SIGTERM, or SIGKILL with ``force``); never waits.
+
+    ``own_group``: the process was started with :func:`popen_options` (its own process group). Otherwise
+    (e.g. a process started by another extension) the descendants are found with ``ps`` and signalled one by one.
+    """
+    import signal
+
+    if sys.platform == "win32":
+        if process.poll() is None:
+            subprocess.run(tree_kill_command(process.pid), capture_output=True, check=False,
+                           creationflags=CREATE_NO_WINDOW)  # type: ignore[call-arg]
+        return
+    sig = signal.SIGKILL if force else signal.SIGTERM
+    if own_group:
+        try:
+            os.killpg(process.pid, sig)  # the group id is the leader's pid (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return
+    for pid in [*descendant_pids(process.pid), process.pid]:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
 class ProcessRunner:
     """Run one command; ``poll()`` returns new events and updates ``state``, ``progress`` and ``result``.
 
     ``on_event`` (optional) is called for every event from inside ``poll()`` (i.e. on the caller's thread, which
     is the GUI thread in Slicer).
     """
+
+    #: Seconds ``poll()`` keeps reading after the process ended while its pipes are still open.
+    pipe_grace_s = 2.0
 
     def __init__(self, on_event: Callable[[RunEvent], None] | None = None, stderr_lines_kept: int = 200) -> None:
         self.on_event = on_event
@@ -96,6 +171,8 @@ class ProcessRunner:
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self._cancel_requested = False
+        self._kill_at: float | None = None
+        self._exited_at: float | None = None
         self._error_event: str | None = None
 
     # -- control -----------------------------------------------------------------------------------------
@@ -112,12 +189,11 @@ class ProcessRunner:
             full_env.update(env)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         full_env.setdefault("PYTHONIOENCODING", "utf-8")  # the child prints JSON lines and names with non-ASCII text
-        flags = subprocess.CREATE_NEW_PROCESS_GROUP if sys.platform == "win32" else 0  # type: ignore[attr-defined]
         try:
             self._process = subprocess.Popen(
                 self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                 text=True, encoding="utf-8", errors="replace", bufsize=1, env=full_env, cwd=cwd,
-                creationflags=flags,
+                **popen_options(),
             )
         except OSError as exc:
             raise ValueError(f"cannot start {self.command[0]!r}: {exc}") from exc
@@ -131,17 +207,25 @@ class ProcessRunner:
             t.start()
 
     def cancel(self, grace_s: float = 5.0) -> None:
-        """Ask the process to stop (terminate, then kill after ``grace_s``); ``poll()`` reports CANCELLED."""
+        """Stop the process *and everything it started* (returns at once; ``poll()`` reports CANCELLED).
+
+        Inside Slicer the command is the ``PythonSlicer`` launcher, which runs ``python-real`` as a child and
+        forwards no signals, so the whole tree is signalled: its process group on Linux/macOS (the run is
+        started in a new session), ``taskkill /T`` on Windows. The tree is killed outright when it has not
+        ended ``grace_s`` seconds later (checked by ``poll()``, which never waits).
+        """
         if self._process is None or self.state != RunState.RUNNING:
             return
-        self._cancel_requested = True
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if not self._cancel_requested:
+            self._cancel_requested = True
+            self._kill_at = time.monotonic() + grace_s
+            terminate_tree(self._process, force=False)
+
+    def kill(self) -> None:
+        """Kill the whole process tree now (no grace period)."""
+        if self._process is not None:
+            self._cancel_requested = self._cancel_requested or self.state == RunState.RUNNING
+            terminate_tree(self._process, force=True)
 
     @property
     def running(self) -> bool:
@@ -151,11 +235,28 @@ class ProcessRunner:
     def poll(self) -> list[RunEvent]:
         """Return the events that arrived since the last call; finishes the run when the process has ended."""
         events = self._drain()
-        if self.state == RunState.RUNNING and self._process is not None and self._process.poll() is not None:
+        if self.state != RunState.RUNNING or self._process is None:
+            return events
+        now = time.monotonic()
+        if self._cancel_requested and self._kill_at is not None and now >= self._kill_at:
+            terminate_tree(self._process, force=True)
+            self._kill_at = None
+        if self._process.poll() is None:
+            return events
+        if self._exited_at is None:
+            self._exited_at = now
+            if self._cancel_requested:
+                terminate_tree(self._process, force=True)  # the launcher is gone: make sure its children are
+        if any(t.is_alive() for t in self._threads):
+            # output pipes still open: something the process started still runs and holds them. Give it a
+            # moment to flush, then kill the tree; never block the caller (the GUI thread in Slicer).
+            if now - self._exited_at < self.pipe_grace_s:
+                return events
+            terminate_tree(self._process, force=True)
             for t in self._threads:
-                t.join(timeout=5.0)
-            events += self._drain()
-            self._finish(self._process.returncode)
+                t.join(timeout=0.5)
+        events += self._drain()
+        self._finish(self._process.returncode)
         return events
 
     def wait(self, timeout_s: float | None = None, interval_s: float = 0.05) -> list[RunEvent]:
@@ -167,8 +268,10 @@ class ProcessRunner:
             if self.state != RunState.RUNNING:
                 return events
             if deadline is not None and time.monotonic() > deadline:
-                self.cancel()
-                events += self.poll()
+                self.cancel(grace_s=2.0)
+                while self.state == RunState.RUNNING:
+                    events += self.poll()
+                    time.sleep(interval_s)
                 self.error = f"timed out after {timeout_s} s: {' '.join(self.command)}"
                 return events
             time.sleep(interval_s)

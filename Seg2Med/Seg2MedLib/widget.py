@@ -18,7 +18,7 @@ from typing import Any
 import qt
 import slicer
 
-from . import segment
+from . import dependencies, segment
 from .commands import SynthesisOptions, child_environment
 from .process import ProcessRunner, RunEvent, RunState
 
@@ -56,6 +56,10 @@ class Seg2MedController:
         self.ui, self.logic, self.parameterNode = ui, logic, parameterNode
         self.adapter: QtRunnerAdapter | None = None
         self.pending: Callable[[ProcessRunner], None] | None = None
+        self.pendingFailure: Callable[[ProcessRunner], bool] | None = None
+        self.extensionRun: segment.ExtensionRun | None = None  # a blocking SlicerTotalSegmentator call
+        self.handling = False  # a button handler is running (its processEvents() may deliver more clicks)
+        self.dependenciesReady = False
         self.entries: list[Any] = []  # seg2med_core.registry.RegistryEntry of the current modality/sequence
         self.organSources: list[tuple[str, list[str]]] = []  # (segmentation node ID, organ names)
         for button, slot in [
@@ -66,7 +70,7 @@ class Seg2MedController:
             (ui.downloadModelButton, self.onDownload), (ui.synthesizeButton, self.onSynthesize),
             (ui.cancelButton, self.cancel), (ui.compareButton, self.onCompare), (ui.roundTripButton, self.onRoundTrip),
         ]:
-            button.connect("clicked(bool)", lambda _checked=False, s=slot: self._guarded(s))
+            button.connect("clicked(bool)", lambda _checked=False, s=slot: self.onClicked(s))
         ui.stepsSpinBox.connect("valueChanged(int)", lambda *_: self.updateEstimate())
         for combo in (ui.deviceComboBox, ui.modelComboBox, ui.samplerComboBox):
             combo.connect("currentIndexChanged(int)", lambda *_: self.updateEstimate())
@@ -75,11 +79,40 @@ class Seg2MedController:
         self._guarded(self.refreshModels, wait=False)
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _guarded(self, slot: Callable[[], None], wait: bool = True) -> None:
+    #: Handlers that work without the Python dependencies (no seg2med_core computation).
+    NO_DEPENDENCIES = ("cancel", "onEdit", "onClearOrganSources")
+
+    def onClicked(self, slot: Callable[[], None]) -> None:
+        """A button click. While a handler runs, Slicer keeps processing events (wait cursor, extension log),
+        so a second click of a double click arrives inside the first: it is ignored (Cancel always works)."""
+        name = getattr(slot, "__name__", "")
+        if name == "cancel":
+            self._guarded(slot, wait=False)
+            return
+        if self.handling:
+            return
+        self.handling = True
+        try:
+            self._guarded(slot, needs_dependencies=name not in self.NO_DEPENDENCIES)
+        finally:
+            self.handling = False
+            self.updateButtons()
+
+    def ensureDependencies(self) -> None:
+        """Install the Python packages Seg2Med needs (first use; asks first). Raises ValueError when declined."""
+        if not self.dependenciesReady:
+            installed = dependencies.ensure()
+            if installed:
+                self.log("Installed Python packages: " + ", ".join(installed))
+            self.dependenciesReady = True
+
+    def _guarded(self, slot: Callable[[], None], wait: bool = True, needs_dependencies: bool = False) -> None:
         """Run a handler; a ValueError (incl. Seg2MedError) becomes an error box with its one-line message,
         anything else an error box with the traceback under "Show details"."""
         error: tuple[str, str | None] | None = None
         try:
+            if needs_dependencies:
+                self.ensureDependencies()
             with slicer.util.WaitCursor(show=wait):
                 slot()
         except ValueError as exc:
@@ -94,11 +127,19 @@ class Seg2MedController:
             extra = {"detailedText": error[1]} if error[1] else {}
             slicer.util.errorDisplay(error[0], windowTitle="Seg2Med", **extra)
 
+    def onSceneClosed(self) -> None:
+        """The scene is closing: its nodes go, and so do the organ sources that point at them."""
+        self.onClearOrganSources()
+        if self.extensionRun is not None:
+            self.extensionRun.cancel()
+        if self.adapter is not None:
+            self.adapter.cancel()
+
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
 
     def busy(self) -> bool:
-        return self.adapter is not None and self.adapter.runner.running
+        return self.extensionRun is not None or (self.adapter is not None and self.adapter.runner.running)
 
     def onParameterNodeModified(self) -> None:
         """Called by the module widget whenever the parameter node changes (node selections, bound values)."""
@@ -148,8 +189,16 @@ class Seg2MedController:
         from seg2med_core import registry
 
         modality, sequence = self.targetModality(), self.sequence()
-        self.entries = [e for e in registry.load_registry()
-                        if e.modality == modality and (sequence is None or e.sequence in (None, sequence))]
+        available = [e for e in registry.load_registry() if e.modality == modality]
+        self.entries = [e for e in available if sequence is None or e.sequence in (None, sequence)]
+        if not self.entries and sequence is not None:
+            # no model for this sequence (the list's first entry, t1_gre, has none shipped): pick one that has
+            sequences = [self.ui.sequenceComboBox.itemText(i) for i in range(self.ui.sequenceComboBox.count)]
+            with_model = [q for q in sequences if any(e.sequence == q for e in available)]
+            if with_model:
+                self.log(f"No {sequence} model in the registry: MR sequence set to {with_model[0]}.")
+                self.ui.sequenceComboBox.currentText = with_model[0]  # triggers refreshModels again
+                return
         self.ui.modelComboBox.clear()
         for entry in self.entries:
             self.ui.modelComboBox.addItem(f"{entry.name}{'' if entry.path else ' (download)'}")
@@ -180,12 +229,16 @@ class Seg2MedController:
             self.ui.estimateLabel.text = str(exc)
 
     def runProcess(self, command: list[str], env: dict[str, str], workdir: Path,
-                   done: Callable[[ProcessRunner], None]) -> None:
+                   done: Callable[[ProcessRunner], None],
+                   failed: Callable[[ProcessRunner], bool] | None = None) -> None:
+        """Start ``command``; ``done(runner)`` on success. ``failed(runner)`` may handle a failure itself
+        (returning True), e.g. an optional step that the work can go on without."""
         if self.busy():
             raise ValueError("another Seg2Med process is still running: wait or press Cancel")
         self.ui.progressBar.value = 0
         self.log("$ " + " ".join(command))
         self.pending = done
+        self.pendingFailure = failed
         self.adapter = QtRunnerAdapter(self.onEvent, self.onFinished)
         self.adapter.start(command, env, str(workdir))
         self.updateButtons()
@@ -208,11 +261,16 @@ class Seg2MedController:
             self._guarded(lambda: pending(runner))
         elif runner.state == RunState.CANCELLED:
             self.log("Cancelled.")
+        elif self.pendingFailure is not None and self.pendingFailure(runner):
+            pass
         else:
             self.log(f"Failed: {runner.error}")
             slicer.util.errorDisplay(f"Seg2Med failed: {runner.error}", windowTitle="Seg2Med")
 
     def cancel(self) -> None:
+        if self.extensionRun is not None:
+            self.log("Cancelling TotalSegmentator...")
+            self.extensionRun.cancel()
         if self.adapter is not None:
             self.adapter.cancel()
 
@@ -220,25 +278,22 @@ class Seg2MedController:
     def segmentVolume(self, volume: Any, modality: str, target: Any, done: Callable[[Any], None]) -> None:
         """TotalSegmentator on ``volume`` into segmentation node ``target``, then ``done(target)``.
 
-        The SlicerTotalSegmentator extension is used when installed (blocking, it installs its own
-        requirements); otherwise the ``totalsegmentator`` package runs in a child process (installed first,
-        after a confirmation). For MR the tissue types are merged in (organs win).
+        The SlicerTotalSegmentator extension is used when installed (its log goes to the module's log and
+        Cancel stops it); otherwise the ``totalsegmentator`` package runs in a child process (installed first,
+        after a confirmation). For MR the tissue types are merged in (organs win) when that task succeeds: it
+        needs a licence, and without one the organs are used alone.
         """
         tasks = segment.tasks_for(modality)
         licensed = [t for t in tasks if t in segment.LICENSED_TASKS]
         if licensed:
             self.log(f"Note: {', '.join(licensed)} needs a TotalSegmentator licence (free for academic use): "
-                     "run 'totalseg_set_license -l KEY' once.")
+                     "run 'totalseg_set_license -l KEY' once; without it the organs are used alone.")
         cpu = self.ui.deviceComboBox.currentText == "cpu"
         fast = bool(self.ui.fastCheckBox.checked)
         extension = segment.slicer_totalsegmentator_logic()
         if extension is not None:
-            for task in tasks:
-                node = target if task == tasks[0] else slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-                segment.run_with_slicer_extension(extension, volume, node, task, fast, cpu=cpu)
-                if node is not target:
-                    self.logic.merge_tissue_node(target, node, volume)
-            done(target)
+            if self.segmentWithExtension(extension, volume, tasks, target, fast, cpu):
+                done(target)
             return
         if not segment.totalsegmentator_installed() and not self.installTotalSegmentator():
             slicer.mrmlScene.RemoveNode(target)
@@ -251,16 +306,65 @@ class Seg2MedController:
         image = Path(core_io.write_image(nodes.volume_node_to_sitk(volume), workdir / "image.nii.gz"))
         outputs = [workdir / f"{task}.nii.gz" for task in tasks]
         device = "cpu" if cpu else "gpu"
-        commands = [segment.segment_command(image, out, task, fast, device) for task, out in zip(tasks, outputs)]
+        steps = [(task, segment.segment_command(image, out, task, fast, device)) for task, out in zip(tasks, outputs)]
+        finished: list[Path] = []
 
         def next_step(_runner: ProcessRunner | None = None) -> None:
-            if commands:
-                self.runProcess(commands.pop(0), child_environment(), workdir, next_step)
+            if _runner is not None:
+                finished.append(outputs[len(finished)])
+            if len(finished) < len(steps):
+                task, command = steps[len(finished)]
+                optional = task in segment.LICENSED_TASKS
+                self.runProcess(command, child_environment(), workdir, next_step,
+                                failed=skip_optional if optional else None)
                 return
-            self.logic.load_task_outputs(outputs, segment.LABEL_SET_FOR_MODALITY[modality], target)
+            self.logic.load_task_outputs(finished, segment.LABEL_SET_FOR_MODALITY[modality], target)
             done(target)
 
+        def skip_optional(runner: ProcessRunner) -> bool:
+            task = steps[len(finished)][0]
+            self.log(f"Warning: {task} failed ({runner.error}); continuing with the organs only.")
+            steps.pop(len(finished))
+            outputs.pop(len(finished))
+            self._guarded(next_step)
+            return True
+
         next_step()
+
+    def segmentWithExtension(self, extension: Any, volume: Any, tasks: tuple[str, ...], target: Any, fast: bool,
+                             cpu: bool) -> bool:
+        """Blocking SlicerTotalSegmentator runs, one per task, with log lines and Cancel (then False)."""
+        self.extensionRun = segment.ExtensionRun()
+        self.updateButtons()
+
+        def log(text: str) -> None:
+            self.log(text)
+            slicer.app.processEvents()  # keeps the panel alive: Cancel can be pressed
+
+        try:
+            for task in tasks:
+                main = task == tasks[0]
+                node = target if main else slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+                try:
+                    segment.run_with_slicer_extension(extension, volume, node, task, fast, cpu=cpu, log=log,
+                                                      run=self.extensionRun)
+                except segment.TaskFailed as exc:
+                    if main or task not in segment.LICENSED_TASKS:
+                        slicer.mrmlScene.RemoveNode(node)
+                        raise ValueError(str(exc)) from None
+                    slicer.mrmlScene.RemoveNode(node)
+                    self.log(f"Warning: {exc}; continuing with the organs only.")
+                    continue
+                if not main:
+                    self.logic.merge_tissue_node(target, node, volume)
+            return True
+        except segment.SegmentationCancelled:
+            slicer.mrmlScene.RemoveNode(target)
+            self.log("Cancelled.")
+            return False
+        finally:
+            self.extensionRun = None
+            self.updateButtons()
 
     def onSegment(self) -> None:
         p = self.parameterNode()
@@ -268,30 +372,29 @@ class Seg2MedController:
         self.segmentVolume(p.inputVolume, self.inputModality(), target, self.finishSegmentation)
 
     def installTotalSegmentator(self) -> bool:
-        steps = segment.install_steps()
+        """The fallback when the SlicerTotalSegmentator extension is missing: install the package the way that
+        extension does (PyTorch through the PyTorch extension, no SimpleITK/requests/torch from PyPI)."""
+        plan = segment.install_plan()
         if not slicer.util.confirmOkCancelDisplay(
-            "TotalSegmentator is not installed. Install it now into Slicer's Python?\n\n"
-            + "\n".join(f"pip install {s}" for s in steps)
-            + "\n\nfury is left out on purpose (it would replace Slicer's VTK). PyTorch comes from the PyTorch extension.",
-            windowTitle="Seg2Med",
+            "TotalSegmentator is not installed (neither the SlicerTotalSegmentator extension nor the Python package). "
+            "Install the package now into Slicer's Python? This needs a network connection and several minutes.",
+            windowTitle="Seg2Med - Install TotalSegmentator",
+            detailedText="\n".join(f"pip install {' '.join(args)}   # {what}" for what, args in plan)
+            + "\n\nPackages Slicer provides (SimpleITK, requests) and PyTorch (PyTorch extension) are not replaced.",
         ):
+            self.log("TotalSegmentator installation declined: install the SlicerTotalSegmentator extension "
+                     "from the Extensions Manager, or press Segment again and accept.")
             return False
-        try:
-            import PyTorchUtils  # the PyTorch extension
-
-            torch_logic = PyTorchUtils.PyTorchUtilsLogic()
-            if not torch_logic.torchInstalled() and torch_logic.installTorch(askConfirmation=True) is None:
-                raise ValueError("PyTorch was not installed; TotalSegmentator needs it (PyTorch extension)")
-        except ImportError:
-            self.log("PyTorch extension not found: torch must already be installed in Slicer's Python.")
+        dependencies.ensure_torch()
         with slicer.util.displayPythonShell():
-            for step in steps:
-                slicer.util.pip_install(step)
+            segment.install_totalsegmentator(slicer.util.pip_install, log=self.log)
         return segment.totalsegmentator_installed()
 
     def finishSegmentation(self, seg_node: Any) -> None:
-        seg_node.CreateClosedSurfaceRepresentation()
-        self.parameterNode().segmentation = seg_node
+        p = self.parameterNode()
+        if p.show3D:  # a closed surface of a 117-class result takes long: only on request
+            seg_node.CreateClosedSurfaceRepresentation()
+        p.segmentation = seg_node
         self.log(f"Segmentation ready: {seg_node.GetName()} (label set {self.logic.guess_label_set(seg_node)})")
 
     def onPhantom(self) -> None:
@@ -397,6 +500,7 @@ class Seg2MedController:
         def loaded(_runner: ProcessRunner) -> None:
             name = f"Synthetic {self.targetModality().upper()} ({entry.name}, seed {options.seed})"
             node = self.logic.load_result(job.output, name, reference)
+            self.logic.place_in_subject_hierarchy(node, reference or p.segmentation)
             p.result = node
             self.showSideBySide(reference, node)
 
@@ -408,7 +512,10 @@ class Seg2MedController:
         layout = slicer.app.layoutManager()
         layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
         for view, node in (("Red", left or right), ("Yellow", right)):
-            composite = layout.sliceWidget(view).mrmlSliceCompositeNode()
+            widget = layout.sliceWidget(view)
+            # orientations of the layout are only defaults for new views (Yellow is sagittal): set them
+            widget.mrmlSliceNode().SetOrientation("Axial")
+            composite = widget.mrmlSliceCompositeNode()
             composite.SetBackgroundVolumeID(node.GetID())
             composite.SetForegroundVolumeID(None)
             composite.SetLinkedControl(True)

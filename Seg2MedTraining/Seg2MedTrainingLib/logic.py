@@ -111,10 +111,23 @@ class TrainingLogic:
         if point is not None and self.curve is not None:
             self.curve.append(*point)
 
-    def stop(self) -> None:
-        """Stop the run; the last checkpoint stays in the output folder for ``resume``."""
-        if self.runner is not None:
-            self.runner.cancel()
+    def stop(self, spin: Callable[[], None] | None = None, timeout_s: float = 30.0) -> None:
+        """Stop the run (the trainer and everything it started) and wait until it has ended, calling ``spin()``
+        meanwhile (the GUI's processEvents), so that Resume never starts a second trainer on the run folder.
+        The last checkpoint stays in the output folder for ``resume``."""
+        import time
+
+        if self.runner is None or not self.runner.running:
+            return
+        self.runner.cancel()
+        deadline = time.monotonic() + timeout_s
+        while self.runner.running and time.monotonic() < deadline:
+            self.runner.poll()
+            if spin is not None:
+                spin()
+            time.sleep(0.02)
+        if self.runner.running:
+            self.runner.kill()
 
     def resume_options(self) -> TrainingOptions:
         """The stopped run's options with ``resume=True``."""
