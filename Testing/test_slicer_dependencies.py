@@ -82,7 +82,7 @@ def test_requirements_cover_every_third_party_import_of_the_core() -> None:
 
     listed = {re.split(r"[<>=!~ ;]", r)[0].lower() for r in dependencies.read_requirements()}
     import_to_dist = {"skimage": "scikit-image"}
-    shipped = {"numpy", "scipy", "simpleitk", "requests", "torch"}  # torch: PyTorch extension
+    shipped = {"numpy", "scipy", "simpleitk", "requests", "pydicom", "torch"}  # torch: PyTorch extension
     imported = set()
     for path in (ROOT / "seg2med_core").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -91,7 +91,7 @@ def test_requirements_cover_every_third_party_import_of_the_core() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 imported.add(node.module.split(".")[0])
     third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "seg2med_core"}
-    optional = {"totalsegmentator", "nnunetv2", "torchmetrics", "piq", "pydicom"}  # extras, imported on demand
+    optional = {"totalsegmentator", "nnunetv2", "torchmetrics", "piq"}  # extras, imported on demand
     needed = {import_to_dist.get(m, m).lower() for m in third_party - optional}
     assert needed - shipped <= listed, f"not in requirements.txt: {sorted(needed - shipped - listed)}"
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

@@ -13,7 +13,7 @@ import sys
 REQUIRED_IMPORTS = {
     "numpy": "numpy", "scipy": "scipy", "SimpleITK": "SimpleITK", "nibabel": "nibabel", "slicerio": "slicerio",
     "torch": "torch", "monai": "monai", "einops": "einops", "safetensors": "safetensors",
-    "matplotlib": "matplotlib", "tqdm": "tqdm", "skimage": "scikit-image",
+    "matplotlib": "matplotlib", "tqdm": "tqdm", "skimage": "scikit-image", "pydicom": "pydicom",
 }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
 #: Distributions a clean Slicer ships; pinned during installation so pip never replaces them.
-SLICER_PACKAGES = ("numpy", "scipy", "SimpleITK", "requests")
+SLICER_PACKAGES = ("numpy", "scipy", "SimpleITK", "requests", "pydicom")
 #: PyTorch version the core needs (monai>=1.4); passed to PyTorchUtils.installTorch.
 TORCH_REQUIREMENT = ">=2.1"
 REQUESTER = "Seg2Med"
