@@ -157,7 +157,7 @@ def _read_image_matching(
     with ``--resample-seg``; otherwise the one-line error naming what differs."""
     from seg2med_core import grids, io
 
-    from seg2med_core.pipeline import check_not_constant
+    from seg2med_core.preprocess import check_not_constant
 
     image = io.read_image(args.image)
     check_not_constant(image, f"image '{args.image}'")
@@ -337,8 +337,6 @@ def metrics_line(metrics: dict[str, Any], modality: str) -> str:
 # ------------------------------------------------------------------------------------------ commands
 def cmd_prior(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.pipeline import body_mask
-    from seg2med_core.prior import prior_image
 
     out = check_output(args.out, "--out", IMAGE_SUFFIXES)
     assert out is not None
@@ -352,6 +350,9 @@ def cmd_prior(args: argparse.Namespace) -> int:
     if args.image:
         seg, image = _read_image_matching(args, seg, reporter.info)
     phase = _check_phase(args, args.modality)
+    from seg2med_core.pipeline import body_mask  # torch is imported only once the inputs are known to be good
+    from seg2med_core.prior import prior_image
+
     body = body_mask(seg, image, args.image_modality)
     prior = prior_image(seg, args.modality, sequence=sequence, body=body, table_path=args.tissue_table, phase=phase)
     io.write_image(prior, out)
@@ -373,7 +374,6 @@ def _load_model(args: argparse.Namespace, reporter: Reporter) -> tuple[Any, Any]
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.pipeline import check_compatible, synthesize
 
     if isinstance(args.model, list):
         if len(args.model) > 2:
@@ -395,6 +395,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     image = None
     if args.image:
         seg, image = _read_image_matching(args, seg, reporter.info)
+    from seg2med_core.pipeline import check_compatible, synthesize  # torch: only once the inputs are known to be good
+
     bundle, devices = _load_model(args, reporter)
     check_compatible(seg, bundle, relabel_hint=_relabel_command(args, bundle.metadata.modality))
     modality = bundle.metadata.modality
@@ -618,8 +620,6 @@ def _write_reformat(path: Path, result: "SynthesisResult", modality: str, image:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from seg2med_core import io
-    from seg2med_core.bundle import check_modality
-    from seg2med_core.pipeline import convert
 
     out, dicom = check_volume_output(args)
     preview = check_output(args.preview, "--preview", (".png",))
@@ -628,6 +628,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     reporter = make_reporter(args)
     seg = _read_seg(args, reporter.info)
     seg, image = _read_image_matching(args, seg, reporter.info)
+    from seg2med_core.bundle import check_modality  # torch: only once the inputs are known to be good
+    from seg2med_core.pipeline import convert
+
     bundle, devices = _load_model(args, reporter)
     check_modality(bundle, args.to)
     config = _sampler_config(args)
@@ -665,7 +668,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from seg2med_core import io, label_tables, labels
-    from seg2med_core.pipeline import convert_segmentation, export_segmentation
 
     if args.labels_command == "list":
         if args.label_set is None:
@@ -694,6 +696,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
     check_distinct({"--seg": args.seg}, {"--out": out})
     seg = io.read_segmentation(args.seg, label_set=args.label_set, label_names=args.label_names,
                                drop_unknown=args.drop_unknown_labels, info=print)
+    from seg2med_core.pipeline import convert_segmentation, export_segmentation
+
     if args.to in label_tables.scheme_names():
         converted, export = export_segmentation(seg, args.to)
         summary = export.summary()

@@ -233,7 +233,7 @@ def _metaimage(path: Path, what: str) -> FileInfo:
     with open(path, "rb") as f:
         block = _read_header_block(f, _meta_end)
         if block is None:
-            raise Seg2MedError(f"{what} '{path}' cannot be read: no MetaImage header (no ElementDataFile line)")
+            raise _bad(what, path, "its MetaImage header has no ElementDataFile line (cut off, or not a MetaImage file)")
         text, n = block
         fields: dict[str, str] = {}
         for line in text.decode("latin-1").splitlines():

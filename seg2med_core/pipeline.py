@@ -25,8 +25,9 @@ from seg2med_core.grids import match_segmentation
 from seg2med_core.io import Segmentation, check_same_geometry
 from seg2med_core.mrsignal import Sequence as MRSequence
 from seg2med_core.network import conditioning, neighbour_stack
-from seg2med_core.preprocess import (
+from seg2med_core.preprocess import (  # noqa: F401  (check_not_constant: re-exported)
     SliceGrid,
+    check_not_constant,
     body_mask_from_image,
     body_mask_from_segmentation,
     denormalise_ct,
@@ -83,13 +84,6 @@ def body_mask(seg: Segmentation, image: sitk.Image | None = None, image_modality
         return body
     return body_mask_from_segmentation(seg.image)
 
-
-def check_not_constant(image: sitk.Image, name: str = "the image") -> None:
-    """Refuse a constant image: it has no body contour (all air, or the whole field as body)."""
-    arr = sitk.GetArrayViewFromImage(image)
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo == hi:
-        raise Seg2MedError(f"{name} is constant (every voxel is {lo:g}): no body contour can be found in it")
 
 
 def normalise_image(image: sitk.Image, modality: str) -> np.ndarray:

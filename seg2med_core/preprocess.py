@@ -69,6 +69,14 @@ def denormalise_mr(arr01: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.asarray(arr01, dtype=np.float32) * np.float32(hi - lo) + np.float32(lo)
 
 
+def check_not_constant(image: sitk.Image, name: str = "the image") -> None:
+    """Refuse a constant image: it has no body contour (all air, or the whole field as body)."""
+    arr = sitk.GetArrayViewFromImage(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo == hi:
+        raise Seg2MedError(f"{name} is constant (every voxel is {lo:g}): no body contour can be found in it")
+
+
 def check_modality(modality: str) -> Modality:
     """Return ``modality`` lower-cased if it is ``ct`` or ``mr``; else a one-line :class:`Seg2MedError`."""
     m = str(modality).lower()

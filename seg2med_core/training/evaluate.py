@@ -307,8 +307,7 @@ def evaluate(
     log = log or (lambda message: None)
     if compare is not None:  # before any work and before anything is written
         _read_compare_rows(Path(compare))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # created by the first write: a run that evaluates nothing leaves no folder
     notes: dict[str, str] = {}
     fid_reason = fid_unavailable_reason() if options.fid else "FID skipped: disabled (--no-fid)"
     dice_reason = dice_unavailable_reason(method.modality) if options.dice else "Dice skipped: disabled (--no-dice)"
