@@ -319,10 +319,12 @@ def test_cli_dataset_list_and_csv_round_trip(tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("seg2med: error: AMOS22 case 'amos_0008'") and not bad_out.exists()
 
 
-def test_cli_train_on_totalsegmentator_layout_leaves_test_cases_out(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("layout", ["totalsegmentator", "amos22"])
+def test_cli_train_on_public_layouts(tmp_path: Path, capsys, layout: str) -> None:
+    """TotalSegmentator: its meta.csv test subject is left out; AMOS: labels mapped by name, val split validated on."""
     from seg2med_core.cli import main
 
-    root = make_totalsegmentator(tmp_path / "ts", n=3)
+    root = make_totalsegmentator(tmp_path / "ts", n=3) if layout == "totalsegmentator" else make_amos(tmp_path / "amos22")
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({
         "modality": "ct", "spacing_xy": 6.0, "image_size": 16, "batch_size": 2, "max_steps": 2, "epochs": None,
@@ -332,10 +334,14 @@ def test_cli_train_on_totalsegmentator_layout_leaves_test_cases_out(tmp_path: Pa
     }), encoding="utf-8")
     run = tmp_path / "run"
     code = main(["train", "--data", str(root), "--config", str(config), "--out", str(run), "--cache-dir", str(tmp_path / "cache"),
-                 "--device", "cpu", "--progress-format", "none"])
+                 "--device", "cpu", "--progress-format", "none"] + (["--modality", "ct"] if layout == "amos22" else []))
     assert code == 0, capsys.readouterr().err
     assert (run / "bundle" / "model.safetensors").is_file()
-    assert "1 test case(s) are left out of training (s0002)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    if layout == "amos22":
+        assert "amos22-ct: 14 classes mapped onto 'total'" in err and "test case" not in err
+        return
+    assert "1 test case(s) are left out of training (s0002)" in err
     # a paired-only option on a one-image layout: one line, exit 2, no run folder
     assert main(["train", "--data", str(root), "--config", str(config), "--out", str(tmp_path / "run2"), "--seg-from", "mr", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
