@@ -146,6 +146,9 @@ def test_reformats_have_the_physical_aspect_and_the_head_at_the_top(tmp_path: Pa
     tall, ref_tall = _ramp_volume(spacing=(1.0, 1.0, 6.0))  # twice as tall in mm: twice the rows
     img = mpimg.imread(save_reformats(tmp_path / "t.png", [("a", tall, None)], ref_tall, panel_px=100, footer="x"))
     assert img.shape[:2] == (HEADER_PX + 200 + 200 + FOOTER_PX, 100)
+    long = "largest slice jump 5.0 HU (real 7.2, x0.70)   mean jump 1.32 HU (real 1.64, x0.81)   gradient 0.83"
+    img = mpimg.imread(save_reformats(tmp_path / "w.png", [("a", tall, None)], ref_tall, panel_px=100, footer=long))
+    assert img.shape[0] > HEADER_PX + 400 + 2 * FOOTER_PX  # too long for 100 px: wrapped onto several lines
 
 
 def test_reformat_planes_go_through_the_body_centre() -> None:

@@ -285,11 +285,13 @@ def save_reformats(
     col_w = int(round(panel_px))
     row_h = {v: int(round(extent_mm[v][1] * scale)) for v in REFORMAT_VIEWS}
     header = HEADER_PX * (2 if title else 1)
-    foot = FOOTER_PX * (len(footer.split("\n")) if footer else 0)
-    width, height = len(canon) * col_w, header + sum(row_h.values()) + foot
+    width = len(canon) * col_w
+    font = max(7.0, min(12.0, col_w / 26))
+    footer_lines = _wrap_footer(footer, width, max(6.0, font - 2)) if footer else []
+    foot = FOOTER_PX * len(footer_lines)
+    height = header + sum(row_h.values()) + foot
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="black")
     FigureCanvasAgg(fig)
-    font = max(7.0, min(12.0, col_w / 26))
     if title:
         fig.text(0.5, 1 - (HEADER_PX / 2) / height, title, ha="center", va="center", color="white", fontsize=font + 1)
     planes = [reformat_planes(v, body_c) for v in canon]
@@ -315,10 +317,30 @@ def save_reformats(
                 ax.text(0.02, 0.98, f"{view} {where}", transform=ax.transAxes, ha="left", va="top", color="yellow",
                         fontsize=font - 2)
             top += row_h[view]
-    if footer:
-        for i, line in enumerate(footer.split("\n")):
+    if footer_lines:
+        for i, line in enumerate(footer_lines):
             fig.text(0.5, (foot - FOOTER_PX * (i + 0.5)) / height, line, ha="center", va="center", color="white",
                      fontsize=max(6.0, font - 2))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return path
+
+
+def _wrap_footer(text: str, width_px: int, font_pt: float) -> list[str]:
+    """Footer lines that fit ``width_px``: explicit newlines kept, long lines broken at runs of 3 spaces
+    (the separators of :func:`format_metrics` / ``metrics.banding_line``), then at single spaces."""
+    import textwrap
+
+    max_chars = max(20, int(width_px / (font_pt * DPI / 72.0 * 0.6)))
+    lines: list[str] = []
+    for line in text.split("\n"):
+        current = ""
+        for part in line.split("   "):
+            candidate = f"{current}   {part}" if current else part
+            if len(candidate) <= max_chars or not current:
+                current = candidate
+            else:
+                lines.append(current)
+                current = part
+        lines.extend(textwrap.wrap(current, max_chars) or [""])
+    return lines
