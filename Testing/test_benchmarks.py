@@ -113,3 +113,11 @@ def test_bench_train_crash_kills_resumes_and_compares(tmp_path: Path) -> None:
     summary = json.loads(out.read_text(encoding="utf-8"))["summary"]
     assert summary["tries"] == 2 and summary["final_weights_equal"] == 2
     assert summary["temp_folders_left_after_resume"] == 0
+
+
+def test_bench_banding_measures_a_pair(examples: Path) -> None:
+    """The real image against itself: the synthetic's numbers equal the real's, ratio 1."""
+    ct = examples / "example_ct_sm.nii.gz"
+    proc = run_script("bench_banding.py", "--synthetic", str(ct), "--image", str(ct), timeout=120)
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("largest slice jump") and line.count("x1.00") == 3, line
