@@ -25,7 +25,7 @@ def test_demo_writes_every_file(tmp_path: Path, tiny_bundle: Path, tiny_mr_bundl
                    "--steps", "2", "--device", "cpu", "--progress-format", "none"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     expected = {"phantom_seg.nii.gz", "prior_ct.nii.gz", "synthetic_ct.nii.gz", "prior_mr.nii.gz", "synthetic_mr.nii.gz",
-                "demo.png", "report.json", "report.md"}  # fmt: skip
+                "demo.png", "demo_coronal.png", "report.json", "report.md"}  # fmt: skip
     assert {p.name for p in out.iterdir()} == expected
     seg = io.read_segmentation(out / "phantom_seg.nii.gz")
     assert seg.label_set == "total"
@@ -44,7 +44,9 @@ def test_demo_writes_every_file(tmp_path: Path, tiny_bundle: Path, tiny_mr_bundl
     assert report["slices_sampled_ct"] == seg.image.GetSize()[2]
     assert set(report["files"].values()) == expected
     assert "rib_left_8" in report["unmapped_mr_labels"]  # total_mr has no individual ribs
-    assert "not for clinical use" in (out / "report.md").read_text(encoding="utf-8")
+    report_md = (out / "report.md").read_text(encoding="utf-8")
+    assert "not for clinical use" in report_md
+    assert "template phantom" in report_md and "Armato SG III" in report_md and "TotalSegmentator" in report_md
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert "demo finished" in capsys.readouterr().out
 

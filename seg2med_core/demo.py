@@ -1,7 +1,9 @@
 """``seg2med demo``: the one-command demo that needs no data and no downloads.
 
-procedural phantom → prior CT → synthetic CT (shipped demo CT model) → labels converted to ``total_mr`` →
-synthetic MR (shipped demo MR model) → NIfTI volumes, a side-by-side PNG and a short report (JSON + Markdown).
+template phantom (a deformed real TotalSegmentator label map, ``phantoms.template``; ``--kind procedural``
+for the primitive-based one) → prior CT → synthetic CT (shipped demo CT model) → labels converted to ``total_mr`` →
+synthetic MR (shipped demo MR model) → NIfTI volumes, side-by-side PNGs (axial ``demo.png``, coronal and
+sagittal ``demo_coronal.png``) and a short report (JSON + Markdown) that names what the phantom is made from.
 Both models are resolved before any work starts, so a missing model is reported at once in one line;
 ``--mr-model none`` skips the MR part. Files are written only after every synthesis has succeeded.
 """
@@ -23,7 +25,8 @@ from seg2med_core.io import atomic_path, write_json
 
 DEMO_CT_MODEL = "demo_ct"
 DEMO_MR_MODEL = "demo_mr"
-DEMO_REGIONS = ("abdomen", "pelvis", "abdomen-pelvis")
+DEMO_REGIONS = ("abdomen", "pelvis", "abdomen-pelvis", "thorax", "torso")
+PHANTOM_KINDS = ("template", "procedural")
 #: Soft-tissue window (W400/L40) for the CT panels.
 CT_WINDOW = (-160.0, 240.0)
 DISCLAIMER = "Demonstration models trained on one public case; images are not for clinical use."
@@ -37,7 +40,9 @@ def add_subcommands(subparsers: Any) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed")
-    p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS)
+    p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS, help="phantom region (thorax, torso: template only)")
+    p.add_argument("--kind", default="template", choices=PHANTOM_KINDS,
+                   help="template (default: deformed real anatomy) or procedural phantom")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"{DEFAULT_SAMPLER} steps (default {DEFAULT_STEPS})")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--ct-model", default=DEMO_CT_MODEL, help="CT bundle folder or registry name")
@@ -53,6 +58,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         Path(args.out),
         seed=args.seed,
         region=args.region,
+        kind=args.kind,
         steps=args.steps,
         device_name=args.device,
         ct_model=args.ct_model,
@@ -83,6 +89,7 @@ def run_demo(
     *,
     seed: int = 0,
     region: str = "abdomen",
+    kind: str = "template",
     steps: int = DEFAULT_STEPS,
     device_name: str = "auto",
     ct_model: str | Path = DEMO_CT_MODEL,
@@ -101,6 +108,10 @@ def run_demo(
         raise Seg2MedError(f"--steps must be at least 1, got {steps}")
     if seed < 0:
         raise Seg2MedError(f"--seed must be a non-negative integer, got {seed}")
+    if kind not in PHANTOM_KINDS:
+        raise Seg2MedError(f"--kind must be one of {', '.join(PHANTOM_KINDS)}, got '{kind}'")
+    if kind == "procedural" and region in ("thorax", "torso"):
+        raise Seg2MedError(f"region '{region}' needs the template phantom (--kind template)")
     if out_dir.exists() and not out_dir.is_dir():
         raise Seg2MedError(f"--out '{out_dir}' exists and is not a folder")
     device = pick_device(device_name)
@@ -110,7 +121,14 @@ def run_demo(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    seg = make_phantom(seed=seed, region=region)
+    if kind == "template":
+        from seg2med_core.phantoms.template import TEMPLATE_CREDITS, make_template_phantom
+
+        seg, info = make_template_phantom(seed=seed, region=region, return_info=True)
+        made_from = f"template phantom from '{info.template}' ({TEMPLATE_CREDITS})"
+    else:
+        seg = make_phantom(seed=seed, region=region)
+        made_from = "procedural phantom (smooth primitives, seg2med_core/phantom.py)"
     timings["phantom_s"] = time.perf_counter() - t0
     n_labels = len(np.unique(sitk.GetArrayViewFromImage(seg.image))) - 1
     reporter.info(f"phantom: {seg.image.GetSize()} voxels at {seg.image.GetSpacing()} mm, {n_labels} labels")
@@ -147,11 +165,14 @@ def run_demo(
         io.write_image(mr.image, files["synthetic_mr"])
     files["preview"] = out_dir / "demo.png"
     _save_demo_png(files["preview"], seg, ct, mr)
+    files["preview_coronal"] = out_dir / "demo_coronal.png"
+    _save_demo_png(files["preview_coronal"], seg, ct, mr, coronal=True)
 
     timings["total_s"] = time.perf_counter() - t_start
     report: dict[str, Any] = {
         "seed": seed,
         "region": region,
+        "phantom": made_from,
         "device": str(device),
         "sampler": f"{DEFAULT_SAMPLER}, {steps} steps",
         "ct_model": ct_bundle.metadata.name,
@@ -179,9 +200,10 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def _save_demo_png(path: Path, seg: Any, ct: Any, mr: Any) -> None:
-    """labels | prior CT | synthetic CT (| prior MR | synthetic MR), radiological display."""
-    from seg2med_core.preview import save_preview
+def _save_demo_png(path: Path, seg: Any, ct: Any, mr: Any, coronal: bool = False) -> None:
+    """labels | prior CT | synthetic CT (| prior MR | synthetic MR), radiological display: three axial slices, or
+    (``coronal``) a coronal and a sagittal plane through the body centre at the physical aspect ratio."""
+    from seg2med_core.preview import save_preview, save_reformats
 
     columns: list[tuple[str, np.ndarray, Any]] = [
         ("phantom labels", sitk.GetArrayFromImage(seg.image), "labels"),
@@ -191,7 +213,10 @@ def _save_demo_png(path: Path, seg: Any, ct: Any, mr: Any) -> None:
     if mr is not None:
         columns.append(("prior MR", sitk.GetArrayFromImage(mr.prior), None))
         columns.append(("synthetic MR", sitk.GetArrayFromImage(mr.image), None))
-    save_preview(path, columns, None, body=ct.body, reference=seg.image, title="seg2med demo (not for clinical use)")
+    if coronal:
+        save_reformats(path, columns, seg.image, body=ct.body, title="seg2med demo, coronal and sagittal (not for clinical use)")
+    else:
+        save_preview(path, columns, None, body=ct.body, reference=seg.image, title="seg2med demo (not for clinical use)")
 
 
 def _report_markdown(r: dict[str, Any]) -> str:
@@ -199,6 +224,7 @@ def _report_markdown(r: dict[str, Any]) -> str:
         "# seg2med demo",
         "",
         f"- phantom: seed {r['seed']}, region {r['region']}, {r['volume_size']} voxels at {r['spacing_mm']} mm",
+        f"- made from: {r['phantom']}",
         f"- device: {r['device']}; sampler: {r['sampler']}",
         f"- CT model: {r['ct_model']}; MR model: {r['mr_model'] or 'none'}"
         + (f" (sequence {r['mr_sequence']})" if r.get("mr_sequence") else ""),
