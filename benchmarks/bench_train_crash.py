@@ -135,6 +135,19 @@ def same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
 
 
+def _preimport() -> None:
+    """Import the training code once in the parent, so each forked run starts at once (no thread pool is
+    started: OMP_NUM_THREADS=1 and no tensor work happens here before the forks)."""
+    import monai.networks.nets  # noqa: F401
+    import torch
+
+    torch.set_num_threads(1)
+    import seg2med_core.cli  # noqa: F401
+    import seg2med_core.training.cli  # noqa: F401
+    import seg2med_core.training.dataset  # noqa: F401
+    import seg2med_core.training.train  # noqa: F401
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tries", type=int, default=20)
@@ -146,6 +159,8 @@ def main() -> int:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     rng = random.Random(args.seed)
+    if not args.subprocess:
+        _preimport()
     work = args.work or Path(tempfile.mkdtemp(prefix="seg2med-crash-"))
     work.mkdir(parents=True, exist_ok=True)
     image, seg = write_case(work / "data")
