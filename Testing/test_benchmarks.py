@@ -121,3 +121,10 @@ def test_bench_banding_measures_a_pair(examples: Path) -> None:
     proc = run_script("bench_banding.py", "--synthetic", str(ct), "--image", str(ct), timeout=120)
     line = proc.stdout.strip().splitlines()[-1]
     assert line.startswith("largest slice jump") and line.count("x1.00") == 3, line
+
+
+@pytest.mark.slow
+def test_bench_crash_safety_kills_synthesize_and_checks_the_folder() -> None:
+    proc = run_script("bench_crash_safety.py", "--tries", "2", "--size", "48", "--slices", "8", "--steps", "1", timeout=900)
+    assert "SIGKILL: tries=2" in proc.stdout and "SIGTERM: tries=2" in proc.stdout
+    assert "failed checks: 0" in proc.stdout

@@ -2,17 +2,20 @@
 
 For each try a ``synthesize`` run (tiny random-weight bundle, generated case, ``--out`` + ``--prior-out``)
 is started and killed after a random delay drawn uniformly from [0, 1.1 x the duration of an uninterrupted
-run] (half the tries are drawn from the last 40 % of the run, where the outputs are written). Then:
+run] (half the tries are drawn from the last 40 % of the run, where the outputs are written). The SIGKILL
+and SIGTERM tries run side by side, each signal's tries one after another in one output folder (so every run
+is also the "next run" of the try before it). Then, after each try:
 
 * every file under a final name must be complete and readable (``io.read_image``, which checks gzip
   integrity and the voxel byte count) - a partial file under a final name is a failure;
 * ``--out`` and ``--prior-out`` must both exist or both be absent (they are written as one group);
-* temporary files (``*.tmp-*``) left by the kill are counted, then a second, short run (``prior``) writes
-  into the same folder; afterwards no temporary file may remain.
+* temporary files (``*.tmp-*``) left by the kill are counted; the outputs are removed for the next try.
+  After the last try one uninterrupted run writes into the same folder: afterwards no temporary file of any
+  killed run may remain.
 
 Prints one line per try and the counts; exit code 1 when any check failed. Example (2-core CPU VM):
 
-    python benchmarks/bench_crash_safety.py --tries 20 --size 160 --slices 48
+    python benchmarks/bench_crash_safety.py --tries 20 --size 128 --slices 32
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,20 +95,30 @@ def main() -> int:
         seg = make_case(root, args.size, args.slices)
         ref = root / "ref"
         ref.mkdir()
-        t0 = time.perf_counter()
-        subprocess.run(synth_cmd(seg, model, ref, args.steps), check=True, env=env, capture_output=True)
-        duration = time.perf_counter() - t0
-        print(f"uninterrupted run: {duration:.2f} s ({args.size}x{args.size}x{args.slices} voxels, {args.steps} steps)")
+        def timed(k: int) -> float:
+            folder = ref / str(k)
+            folder.mkdir()
+            t0 = time.perf_counter()
+            subprocess.run(synth_cmd(seg, model, folder, args.steps), check=True, env=env, capture_output=True)
+            return time.perf_counter() - t0
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two at once, as the tries run
+            durations = list(pool.map(timed, range(2)))
+        duration = float(np.mean(durations))
+        print(f"uninterrupted run: {duration:.2f} s, mean of 2 concurrent runs "
+              f"({args.size}x{args.size}x{args.slices} voxels, {args.steps} steps)", flush=True)
         failures = 0
         totals: dict[str, dict[str, int]] = {}
-        for sig in (signal.SIGKILL, signal.SIGTERM):
-            name = sig.name
-            t = totals.setdefault(name, {"tries": 0, "no_output": 0, "complete": 0, "finished": 0, "partial_file": 0,
-                                         "half_group": 0, "temps_after_kill": 0, "temps_after_next_run": 0,
-                                         "exit_143": 0})  # fmt: skip
+
+        def stream(sig: signal.Signals) -> list[str]:
+            """All tries of one signal in one folder: each run is also the "next run" of the try before it."""
+            out = root / sig.name
+            out.mkdir()
+            t = totals.setdefault(sig.name, {"tries": 0, "finished_before_kill": 0, "no_output": 0, "complete_outputs": 0,
+                                             "partial_file_under_final_name": 0, "only_one_of_the_group": 0,
+                                             "temps_after_kill": 0, "exit_143": 0})  # fmt: skip
+            lines = []
             for i in range(args.tries):
-                out = root / f"{name}_{i}"
-                out.mkdir()
                 delay = rng.uniform(0, 1.1 * duration) if i % 2 == 0 else rng.uniform(0.6 * duration, 1.05 * duration)
                 proc = subprocess.Popen(synth_cmd(seg, model, out, args.steps), env=env, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)  # fmt: skip
@@ -112,28 +126,36 @@ def main() -> int:
                 finished = proc.poll() is not None
                 if not finished:
                     proc.send_signal(sig)
-                _, err = proc.communicate(timeout=120)
-                rc = proc.returncode
+                proc.communicate(timeout=600)
                 complete, partial, temps = check_folder(out)
-                # the next run writing into the same folder cleans up what the killed run left
-                subprocess.run([sys.executable, "-m", "seg2med_core", "prior", "--seg", str(seg), "--modality", "ct",
-                                "--out", str(out / "next_prior.nii.gz"), "--progress-format", "none"],
-                               env=env, check=True, capture_output=True)  # fmt: skip
-                after = [p.name for p in out.iterdir() if ".tmp-" in p.name]
                 t["tries"] += 1
-                t["finished"] += finished
+                t["finished_before_kill"] += finished
                 t["no_output"] += not complete and not partial
-                t["complete"] += len(complete) == 2
-                t["partial_file"] += bool(partial)
-                t["half_group"] += len(complete) == 1
+                t["complete_outputs"] += len(complete) == 2
+                t["partial_file_under_final_name"] += bool(partial)
+                t["only_one_of_the_group"] += len(complete) == 1
                 t["temps_after_kill"] += bool(temps)
-                t["temps_after_next_run"] += bool(after)
-                t["exit_143"] += rc == 143
-                bad = bool(partial) or len(complete) == 1 or bool(after) or (sig == signal.SIGTERM and not finished and rc != 143)
-                failures += bad
-                print(f"{name} try {i + 1:2d}: kill at {delay:5.2f} s{' (already done)' if finished else ''}  rc={rc:4d}  "
-                      f"final={complete or '-'} partial={partial or '-'} temps_after_kill={len(temps)} "
-                      f"temps_after_next_run={len(after)}{'  FAIL' if bad else ''}")
+                t["exit_143"] += proc.returncode == 143
+                bad = bool(partial) or len(complete) == 1 or (sig == signal.SIGTERM and not finished and proc.returncode != 143)
+                t.setdefault("failed", 0)
+                t["failed"] += bad
+                lines.append(f"{sig.name} try {i + 1:2d}: kill at {delay:5.2f} s{' (already done)' if finished else ''}  "
+                             f"rc={proc.returncode:4d}  final={complete or '-'} partial={partial or '-'} "
+                             f"temps_after_kill={len(temps)}{'  FAIL' if bad else ''}")
+                for name in ("sct.nii.gz", "prior.nii.gz"):  # checked: the next try starts without outputs
+                    (out / name).unlink(missing_ok=True)
+            # one more, uninterrupted run into the same folder: nothing left by any killed run may remain
+            subprocess.run(synth_cmd(seg, model, out, args.steps), check=True, env=env, capture_output=True)
+            after = [p.name for p in out.iterdir() if ".tmp-" in p.name]
+            t["temps_after_next_run"] = len(after)
+            t["failed"] += bool(after)
+            lines.append(f"{sig.name}: after the next run {len(after)} temporary file(s) remain {after or ''}")
+            return lines
+
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the two signals side by side
+            for lines in pool.map(stream, (signal.SIGKILL, signal.SIGTERM)):
+                print("\n".join(lines), flush=True)
+        failures = sum(t["failed"] for t in totals.values())
         for name, t in totals.items():
             print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in t.items()))
         print(f"failed checks: {failures}")
