@@ -474,15 +474,17 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory, synthetic_case: dict[str, Path], tiny_bundle: Path):  # noqa: ANN201
     c = Corpus(tmp_path_factory.mktemp("bad_inputs"), synthetic_case["seg"], synthetic_case["ct"], tiny_bundle)
-    cases = {name: build(c) for name, build in CASES.items()}
-    inputs_before = _snapshot(c.inp)
-    outs_before = {name: _snapshot(case.out_dir) for name, case in cases.items()}
-    runnable = [name for name, case in cases.items() if not (case.needs_mount and c.mount_error)]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        for name, result in zip(runnable, pool.map(lambda n: _run(cases[n].argv), runnable)):
-            cases[name].result = result
-    yield c, cases, inputs_before, outs_before, _snapshot(c.inp)
-    c.unmount()
+    try:  # the small disks are unmounted whatever happens
+        cases = {name: build(c) for name, build in CASES.items()}
+        inputs_before = _snapshot(c.inp)
+        outs_before = {name: _snapshot(case.out_dir) for name, case in cases.items()}
+        runnable = [name for name, case in cases.items() if not (case.needs_mount and c.mount_error)]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for name, result in zip(runnable, pool.map(lambda n: _run(cases[n].argv), runnable)):
+                cases[name].result = result
+        yield c, cases, inputs_before, outs_before, _snapshot(c.inp)
+    finally:
+        c.unmount()
 
 
 @pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
