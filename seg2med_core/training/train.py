@@ -347,6 +347,7 @@ class Trainer:
     def _run(self, resume: bool) -> TrainResult:
         cfg, ctx = self.config, self.ctx
         check_run_folder(self.run_dir, resume)
+        ddp.barrier(ctx)  # every rank checks before rank 0 writes anything (else a slower rank sees rank 0's log)
         resumed = self.resume() if resume else False
         if ctx.is_main:
             for leftover in remove_leftovers(self.checkpoint_dir) + remove_leftovers(self.run_dir):
