@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -202,3 +203,25 @@ def test_bundle_check_accepts_a_good_bundle(tiny_bundle: Path, capsys: pytest.Ca
     assert cli.main(["bundle", "check", str(tiny_bundle)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("ok: ") and "finite weights match the network config" in out
+
+
+def test_download_left_by_a_killed_process_is_cleaned_up(user_home: Path, tiny_bundle: Path, tmp_path: Path) -> None:
+    """A download cut short by ``kill -9`` leaves its temporary folder; the next download in that cache removes
+    it, but never the folder of a download still running (a live pid)."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    models = user_home / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    stale = models / f".remote_ct.download.tmp-{dead_pid}-0123abcd"
+    (stale / "unpacked").mkdir(parents=True)
+    (stale / "bundle.zip").write_bytes(b"half a download")
+    running = models / f".other.download.tmp-{os.getppid()}-89abcdef"  # a live process's download
+    running.mkdir()
+    archive = tmp_path / "tiny.zip"
+    digest = _zip_bundle(tiny_bundle, archive)
+    _write_registry(user_home / "registry.json", [{"name": "remote_ct", "modality": "ct", "url": archive.as_uri(), "sha256": digest}])
+    assert registry.resolve_bundle_path("remote_ct") == models / "remote_ct"
+    assert sorted(p.name for p in models.iterdir()) == sorted(["remote_ct", running.name])

@@ -643,6 +643,19 @@ def clean_stale_temp_files(folder: str | Path) -> list[Path]:
     return removed
 
 
+@contextmanager
+def temp_folder(parent: str | Path, name: str) -> Iterator[Path]:
+    """A new folder ``.<name>.tmp-<pid>-<8 hex>`` in ``parent``, removed on exit (also after an error). The
+    name is the form :func:`clean_stale_temp_files` recognises, so a folder left by ``kill -9`` is removed by
+    the next run in that folder."""
+    folder = Path(parent) / f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    folder.mkdir(mode=0o700)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class _Pending:
     """Finished temporary files waiting to be moved onto their final names (see :func:`output_group`)."""
 

@@ -290,7 +290,10 @@ def download_entry(entry: RegistryEntry, progress: ProgressFn | None = None, tim
         return target
     limit = max_download_bytes()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{entry.name}.download-", dir=target.parent) as tmpdir:
+    from seg2med_core.io import clean_stale_temp_files, temp_folder
+
+    clean_stale_temp_files(target.parent)  # downloads cut short by kill -9 or a power cut
+    with temp_folder(target.parent, f"{entry.name}.download") as tmpdir:
         archive = Path(tmpdir) / "bundle.zip"
         try:
             with urllib.request.urlopen(entry.url, timeout=timeout) as resp, open(archive, "wb") as fh:
