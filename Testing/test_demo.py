@@ -84,6 +84,22 @@ def test_missing_model_is_one_line_error_and_nothing_written(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [(["--region", "neck"], "--region must be one of"), (["--kind", "xcat"], "--kind must be one of"),
+     (["--kind", "procedural", "--region", "torso"], "needs the template phantom"), (["--seed", "-1"], "--seed")],
+)
+def test_bad_demo_options_are_one_line_errors_and_nothing_written(
+    tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str], argv: list, fragment: str
+) -> None:
+    out = tmp_path / "demo"
+    rc = cli.main(["demo", "--out", str(out), "--ct-model", str(tiny_bundle), "--mr-model", "none",
+                   "--progress-format", "none", *argv])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("seg2med: error:") and fragment in err[0], err
+    assert not out.exists()
+
+
 @pytest.mark.skipif((shipped_data_dir() / "models" / "demo_ct").exists(), reason="shipped demo CT model is installed")
 def test_demo_defaults_name_the_missing_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["demo", "--out", str(tmp_path / "demo")])

@@ -153,13 +153,15 @@ def test_cli_template_phantom_with_report(tmp_path: Path, capsys: pytest.Capture
 
 @pytest.mark.parametrize(
     "argv, fragment",
-    [(["--region", "neck"], "region"), (["--height", "300"], "height"), (["--bmi", "10"], "BMI"),
+    [(["--region", "neck"], "got 'neck'"), (["--height", "300"], "got 300"), (["--height", "130"], "got 130"),
+     (["--bmi", "10"], "BMI must be between 16 and 40"), (["--bmi", "45"], "got 45"),
      (["--kind", "xcat"], "--kind"), (["--kind", "procedural", "--region", "torso"], "need --kind template"),
-     (["--kind", "procedural", "--bmi", "30"], "--bmi")],
+     (["--kind", "procedural", "--bmi", "30"], "--bmi"), (["--kind", "procedural", "--height", "100"], "height"),
+     (["--spacing", "3", "3", "0.1"], "spacing")],
 )
 def test_cli_bad_inputs_one_line_nothing_written(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv, fragment) -> None:
     out = tmp_path / "p.nii.gz"
-    rc = cli.main(["phantom", "--out", str(out), "--progress-format", "none", *argv])
+    rc = cli.main(["phantom", "--out", str(out), "--report", str(tmp_path / "p.json"), "--progress-format", "none", *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("seg2med: error:") and fragment in err[0]
     assert not list(tmp_path.iterdir())

@@ -142,3 +142,27 @@ def test_cli_errors_are_one_line_and_write_nothing(xcat, tmp_path: Path, capsys:
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("seg2med: error:")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        # the issue's bad inputs through the CLI: a parameter file without its organ table, sizes that do not match
+        (lambda par, raw: par.write_text(PAR.split("body_activity")[0], encoding="utf-8"), "no organ table"),
+        (lambda par, raw: raw.write_bytes(raw.read_bytes()[:-4]), "has 6140 bytes"),
+        (lambda par, raw: par.write_text(PAR.replace("array_size = 16", "array_size = 32"), encoding="utf-8"), "need 24576"),
+        (lambda par, raw: par.write_text(PAR.replace("endslice = 106", "endslice = 110"), encoding="utf-8"), "need"),
+    ],
+)
+def test_cli_issue_bad_inputs_one_line_exit_2_nothing_written(xcat, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              edit, fragment: str) -> None:
+    raw, par = xcat
+    edit(par, raw)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out, rep = tmp_path / "o.nii.gz", tmp_path / "o.json"
+    rc = cli.main(["phantom", "--from-xcat", str(raw), "--xcat-par", str(par), "--out", str(out), "--report", str(rep),
+                   "--progress-format", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("seg2med: error:") and fragment in err[0], err
+    assert str(par.name) in err[0] or str(raw.name) in err[0]  # the message names the file
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

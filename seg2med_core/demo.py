@@ -40,8 +40,10 @@ def add_subcommands(subparsers: Any) -> None:
     )
     p.add_argument("--out", required=True, help="output folder (created when missing)")
     p.add_argument("--seed", type=int, default=0, help="phantom and sampling seed")
-    p.add_argument("--region", default="abdomen", choices=DEMO_REGIONS, help="phantom region (thorax, torso: template only)")
-    p.add_argument("--kind", default="template", choices=PHANTOM_KINDS,
+    # no argparse choices: a bad value gets the one-line ``seg2med: error:`` of every other bad input
+    p.add_argument("--region", default="abdomen",
+                   help=f"phantom region: {', '.join(DEMO_REGIONS)} (default abdomen; thorax, torso: template only)")
+    p.add_argument("--kind", default="template",
                    help="template (default: deformed real anatomy) or procedural phantom")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"{DEFAULT_SAMPLER} steps (default {DEFAULT_STEPS})")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
@@ -110,6 +112,8 @@ def run_demo(
         raise Seg2MedError(f"--seed must be a non-negative integer, got {seed}")
     if kind not in PHANTOM_KINDS:
         raise Seg2MedError(f"--kind must be one of {', '.join(PHANTOM_KINDS)}, got '{kind}'")
+    if region not in DEMO_REGIONS:
+        raise Seg2MedError(f"--region must be one of {', '.join(DEMO_REGIONS)}, got '{region}'")
     if kind == "procedural" and region in ("thorax", "torso"):
         raise Seg2MedError(f"region '{region}' needs the template phantom (--kind template)")
     if out_dir.exists() and not out_dir.is_dir():
