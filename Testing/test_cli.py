@@ -273,6 +273,8 @@ BAD_INPUTS = {
     "zero steps": ({"--steps": "0"}, "--steps must be at least 1, got 0"),
     "coupling too large": ({"--slice-coupling": "2"}, "--slice-coupling must be in [0, 1], got 2"),
     "noise correlation 1": ({"--noise-correlation": "1"}, "--noise-correlation must be in [0, 0.99], got 1"),
+    "anchor above 1": ({"--anchor": "1.5"}, "--anchor must be in [0, 1], got 1.5"),
+    "anchor nan": ({"--anchor": "nan"}, "--anchor must be in [0, 1], got nan"),
 }
 
 

@@ -10,6 +10,9 @@ Read → synthesise → write::
     result = api.synthesize(seg, model, image=image)   # SamplerConfig(): DPM-Solver++ 20 steps, seed 0
     api.write_image(result.image, "sct.nii.gz")        # or api.write_dicom_series(result.image, "sct/", "ct")
 
+``api.synthesize(..., anchor=1.0)`` (and ``api.convert``) pulls each labelled class's median to the prior's after
+sampling (class anchoring, ``--anchor``; default ``defaults.DEFAULT_ANCHOR``); ``result.anchoring`` says what moved.
+
 MR → CT (label conversion + body from the MR + synthesis), labels only, a phantom::
 
     sct, report = api.convert(api.read_image("mr.nii.gz"), api.read_segmentation("mr_seg.nii.gz"), "ct", model)

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 from seg2med_core import __version__
 from seg2med_core.cli_common import Reporter, add_progress_argument, emit_json, make_reporter
 from seg2med_core.defaults import (
+    DEFAULT_ANCHOR,
     DEFAULT_NOISE_CORRELATION,
     DEFAULT_SAMPLER,
     DEFAULT_SLICE_COUPLING,
@@ -102,6 +103,10 @@ def _add_sampler_arguments(p: argparse.ArgumentParser, several: bool = False) ->
                         f"0..1 (training-free 2.5D consistency; default {DEFAULT_SLICE_COUPLING:g})")
     p.add_argument("--noise-correlation", type=float, default=DEFAULT_NOISE_CORRELATION, metavar="R",
                    help=f"correlation of adjacent slices' starting noise, 0..0.99 (default {DEFAULT_NOISE_CORRELATION:g})")
+    p.add_argument("--anchor", type=float, default=DEFAULT_ANCHOR, metavar="S",
+                   help="class anchoring after sampling, 0..1: shift each labelled class by S x the median of (output - "
+                        "prior) inside it, so the tissue table / --phase sets each organ's level and the model its "
+                        f"texture (1: class medians equal the prior's; default {DEFAULT_ANCHOR:g})")
     p.add_argument("--no-fast", action="store_true", help="disable the fast path (SDPA, channels_last, bf16 where native): MONAI's plain fp32")
     compiling = p.add_mutually_exclusive_group()
     compiling.add_argument("--compile", dest="compile", action="store_true", default=None,
@@ -194,6 +199,8 @@ def _sampler_config(args: argparse.Namespace) -> "SamplerConfig":
         raise Seg2MedError(f"--slice-coupling must be in [0, 1], got {args.slice_coupling:g}")
     if not 0.0 <= args.noise_correlation <= 0.99:
         raise Seg2MedError(f"--noise-correlation must be in [0, 0.99], got {args.noise_correlation:g}")
+    if not 0.0 <= args.anchor <= 1.0:  # also refuses nan
+        raise Seg2MedError(f"--anchor must be in [0, 1], got {args.anchor:g}")
     return SamplerConfig(
         kind=args.sampler,
         steps=steps,
@@ -417,6 +424,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             tissue_table=args.tissue_table,
             phase=phase,
             sequence=sequence,
+            anchor=args.anchor,
             progress=reporter.progress,
             info=reporter.info,
         )
@@ -516,7 +524,7 @@ def _synthesize_pair(args: argparse.Namespace) -> int:
             extra = {"phase": phase} if modality == "ct" else {"sequence": sequence}
             result = synthesize(s, bundle, image=image, image_modality=args.image_modality or _seg_modality(seg),
                                 body=body, sampler=config, device=devices, progress=reporter.progress,
-                                info=reporter.info, **extra)
+                                info=reporter.info, anchor=args.anchor, **extra)
             body = result.body
             results[modality] = result
     finally:
@@ -648,6 +656,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             tissue_table=args.tissue_table,
             phase=phase,
             sequence=sequence,
+            anchor=args.anchor,
             progress=reporter.progress,
             info=reporter.info,
         )

@@ -17,3 +17,7 @@ DEFAULT_STEPS = 20
 #: the adjacent slices) and the correlation of adjacent slices' starting noise (``noise_correlation``).
 DEFAULT_SLICE_COUPLING = 0.0
 DEFAULT_NOISE_CORRELATION = 0.0
+#: Class anchoring after sampling (``pipeline.synthesize(anchor=...)``, ``--anchor``): within each labelled
+#: class inside the body the synthetic intensities are shifted by ``-anchor x median(output - prior)``, so the
+#: tissue table / ``--phase`` preset sets each class's level and the model only its texture. 0 = off.
+DEFAULT_ANCHOR = 0.0

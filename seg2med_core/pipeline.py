@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from seg2med_core import labels as labels_mod
 from seg2med_core.bundle import Bundle, check_modality
+from seg2med_core.defaults import DEFAULT_ANCHOR
 from seg2med_core.device import DeviceSpec, as_device_list, describe_devices, parse_devices
 from seg2med_core.errors import Cancelled, Seg2MedError
 from seg2med_core.grids import match_segmentation
@@ -63,6 +64,8 @@ class SynthesisResult:
     seconds_sampling: float = 0.0
     #: the segmentation the prior was made from (after label conversion, for ``convert``)
     segmentation: Segmentation | None = None
+    #: what class anchoring did (:func:`anchor_to_prior`): strength, classes, shift per class
+    anchoring: dict[str, Any] = field(default_factory=dict)
 
 
 def segmentation_modality(seg: Segmentation) -> str:
@@ -161,6 +164,69 @@ def format_seconds(seconds: float) -> str:
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
+def check_anchor(strength: float) -> float:
+    """``strength`` as a float in [0, 1], else Seg2MedError naming the value."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise Seg2MedError(f"anchor strength must be a number in [0, 1], got {strength!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise Seg2MedError(f"anchor strength must be in [0, 1], got {strength!r}")
+    return value
+
+
+def anchor_to_prior(
+    values01: np.ndarray,
+    prior01: np.ndarray,
+    label_map: np.ndarray,
+    body: np.ndarray,
+    strength: float,
+    names: dict[int, str] | None = None,
+    unit_scale: float = 1.0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Class anchoring: pull each labelled class's level back to the prior's, keep the model's texture.
+
+    For every label id > 0 with voxels inside ``body`` the synthetic values of that class are shifted by
+    ``-strength x median(values01 - prior01)`` over its voxels, so at strength 1 the class's median equals the
+    prior's there (its spread, i.e. the texture, is untouched); the result is clipped to [0, 1] (model space).
+    Voxels outside the body and unlabelled body voxels (id 0) are not changed; strength 0 returns
+    ``values01`` unchanged. All arrays share one (z, y, x) shape. Returns the anchored array and a report
+    ``{"strength", "classes", "shift": {name: shift}, "median_abs_shift", "largest_shift"}`` with the shift
+    added to each class (before the final clip), in model units times ``unit_scale`` (2000 for CT gives HU).
+    """
+    strength = check_anchor(strength)
+    values01 = np.asarray(values01, dtype=np.float32)
+    shapes = {np.shape(values01), np.shape(prior01), np.shape(label_map), np.shape(body)}
+    if len(shapes) != 1:
+        raise Seg2MedError(f"anchoring needs arrays of one shape, got {sorted(shapes)}")
+    report: dict[str, Any] = {"strength": strength, "classes": 0, "shift": {}}
+    if strength == 0.0:
+        return values01, report
+    inside = np.asarray(body, dtype=bool) & (np.asarray(label_map) > 0)
+    flat = np.flatnonzero(inside)
+    if flat.size == 0:
+        return values01, report
+    ids = np.asarray(label_map).ravel()[flat]
+    diff = values01.ravel()[flat] - np.asarray(prior01, dtype=np.float32).ravel()[flat]
+    order = np.argsort(ids, kind="stable")
+    ids, diff, flat = ids[order], diff[order], flat[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    stops = np.r_[starts[1:], ids.size]
+    out = values01.copy().ravel()
+    shifts: dict[str, float] = {}
+    for a, b in zip(starts, stops):
+        shift = -strength * float(np.median(diff[a:b]))  # what is added to the class
+        out[flat[a:b]] += np.float32(shift)
+        label = int(ids[a])
+        shifts[(names or {}).get(label, str(label))] = round(shift * unit_scale, 3)
+    out = np.clip(out, 0.0, 1.0).reshape(values01.shape).astype(np.float32)
+    magnitudes = [abs(v) for v in shifts.values()]
+    largest = max(shifts, key=lambda k: abs(shifts[k]))
+    report.update(classes=len(shifts), shift=shifts, median_abs_shift=round(float(np.median(magnitudes)), 3),
+                  largest_shift={"class": largest, "shift": shifts[largest]})
+    return out, report
+
+
 def synthesize(
     seg: Segmentation,
     bundle: Bundle,
@@ -176,6 +242,7 @@ def synthesize(
     info: InfoFn | None = None,
     phase: str | None = None,
     sequence: "MRSequence | str | None" = None,
+    anchor: float = DEFAULT_ANCHOR,
 ) -> SynthesisResult:
     """Synthesise a volume of the bundle's modality from ``seg``, in exactly ``seg``'s geometry.
 
@@ -194,9 +261,13 @@ def synthesize(
     (:func:`seg2med_core.network.neighbour_stack`).
     Only slices that contain body are sampled; the rest stay background. ``device`` may be a list of
     devices: the slices are split over them (same result as on one device, see :mod:`seg2med_core.sharding`).
+    ``anchor`` (0..1, default ``defaults.DEFAULT_ANCHOR``) is class anchoring after sampling
+    (:func:`anchor_to_prior`: each labelled class's median is moved that far towards the prior's); what it
+    did is in ``result.anchoring`` and, with a real image, under ``metrics["anchoring"]``.
     """
     meta = bundle.metadata
     modality = meta.modality
+    anchor = check_anchor(anchor)
     check_compatible(seg, bundle)
     if isinstance(device, str):  # "auto", "cpu", "cuda:0,cuda:1": as the command line's --device
         device = parse_devices(device)
@@ -267,6 +338,15 @@ def synthesize(
 
     out01 = grid.inverse_array(out_stack, interpolator="linear")
     out01 = np.where(body, np.clip(out01, 0.0, 1.0), 0.0).astype(np.float32)
+    out01, anchoring = anchor_to_prior(out01, prior01, sitk.GetArrayViewFromImage(seg.image), body, anchor,
+                                       names=seg.names, unit_scale=2000.0 if modality == "ct" else 1.0)
+    anchoring["unit"] = "HU" if modality == "ct" else "model units ([0, 1] prior scale)"
+    if info is not None and anchoring["classes"]:
+        info(
+            f"anchored {anchoring['classes']} classes to the prior (strength {anchor:g}): median |shift| "
+            f"{anchoring['median_abs_shift']:g}, largest {anchoring['largest_shift']['shift']:+g} "
+            f"({anchoring['largest_shift']['class']}) {'HU' if modality == 'ct' else 'model units'}"
+        )
     real_is_target = image is not None and (image_modality or segmentation_modality(seg)) == modality
     if modality == "ct":
         hu = np.where(body, np.round(denormalise_ct(out01)), CT_BACKGROUND_HU)
@@ -281,11 +361,13 @@ def synthesize(
     result_img.CopyInformation(seg.image)
 
     result = SynthesisResult(
-        image=result_img, prior=prior, body=body, slices_sampled=n_keep, seconds_sampling=seconds, segmentation=seg
+        image=result_img, prior=prior, body=body, slices_sampled=n_keep, seconds_sampling=seconds, segmentation=seg,
+        anchoring=anchoring,
     )
     if real_is_target:
         assert image is not None
         result.metrics = compare_to_real(out01, image, body, modality)
+        result.metrics["anchoring"] = anchoring
     return result
 
 
@@ -331,16 +413,18 @@ def convert(
     info: InfoFn | None = None,
     phase: str | None = None,
     sequence: "MRSequence | str | None" = None,
+    anchor: float = DEFAULT_ANCHOR,
 ) -> tuple[SynthesisResult, labels_mod.ConversionReport | None]:
     """MR→CT or CT→MR: convert the labels, take the body contour from the source image, synthesise.
 
-    Defaults as :func:`synthesize` (and ``seg2med convert``); ``seg`` is brought onto ``image``'s grid first.
+    Defaults as :func:`synthesize` (and ``seg2med convert``, ``anchor`` included); ``seg`` is brought onto ``image``'s grid first.
 
     The result lies in the source image's geometry; the report lists classes without a counterpart
     (``None`` when no conversion was needed).
     """
     if to_modality not in ("ct", "mr"):
         raise Seg2MedError(f"target modality must be 'ct' or 'mr', got '{to_modality}'")
+    anchor = check_anchor(anchor)
     check_modality(bundle, to_modality)
     seg = match_segmentation(seg, image, resample_option=None, info=info)
     source_modality = segmentation_modality(seg)
@@ -360,6 +444,7 @@ def convert(
         info=info,
         phase=phase,
         sequence=sequence,
+        anchor=anchor,
     )
     return result, report
 
