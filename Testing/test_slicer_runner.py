@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 from slicer_fixtures import ROOT  # noqa: F401  (puts the module folders on sys.path)
 
-from Seg2MedLib.commands import SynthesisOptions, TrainingOptions, child_environment, synthesize_command, train_command
+from Seg2MedLib.commands import (SynthesisOptions, TrainingOptions, child_environment, paired_synthesize_command,
+                                 synthesize_command, train_command)
 from Seg2MedLib.process import ProcessRunner, RunState, error_from_stderr, parse_line
 
 FAKE_CLI = textwrap.dedent(
@@ -123,6 +125,18 @@ def test_synthesize_command_passes_label_set_and_image_modality() -> None:
     assert "--image-modality" not in no_image and "--label-set" not in no_image
     with pytest.raises(ValueError, match="'pet'"):
         synthesize_command(Path("s"), Path("m"), Path("o"), SynthesisOptions(), image=Path("i"), image_modality="pet")
+
+
+def test_paired_synthesize_command_gives_both_models_a_folder_and_the_sequence(tmp_path: Path) -> None:
+    cmd = paired_synthesize_command(Path("s.nii.gz"), Path("ct"), Path("mr"), tmp_path / "out", SynthesisOptions(seed=2),
+                                    label_set="total", sequence="t1_gre")
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--model"] == ["ct", "mr"]
+    out = cmd[cmd.index("--out") + 1]
+    assert out.endswith(os.sep) and Path(out) == tmp_path / "out"  # a folder for the CLI's paired outputs
+    assert cmd[cmd.index("--sequence") + 1] == "t1_gre" and cmd[-2:] == ["--progress-format", "json"]
+    assert "--sequence" not in synthesize_command(Path("s"), Path("m"), Path("o"), SynthesisOptions())
+    with pytest.raises(ValueError, match="steps"):
+        paired_synthesize_command(Path("s"), Path("ct"), Path("mr"), tmp_path, SynthesisOptions(steps=0))
 
 
 def test_auto_device_guess_never_imports_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

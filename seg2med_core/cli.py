@@ -522,8 +522,12 @@ def _synthesize_pair(args: argparse.Namespace) -> int:
                 s, report = convert_segmentation(seg, bundle.metadata.label_set)
                 reporter.info(f"labels for {modality.upper()}: " + report.summary())
             extra = {"phase": phase} if modality == "ct" else {"sequence": sequence}
+
+            def progress(done: int, total: int, message: str, _half: str = modality.upper()) -> None:
+                reporter.progress(done, total, f"{_half}: {message}")  # which half the bar is in (Slicer, tqdm)
+
             result = synthesize(s, bundle, image=image, image_modality=args.image_modality or _seg_modality(seg),
-                                body=body, sampler=config, device=devices, progress=reporter.progress,
+                                body=body, sampler=config, device=devices, progress=progress,
                                 info=reporter.info, anchor=args.anchor, **extra)
             body = result.body
             results[modality] = result

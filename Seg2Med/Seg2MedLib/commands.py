@@ -110,22 +110,43 @@ class SynthesisOptions:
 
 
 def synthesize_command(seg: Path, model: Path, out: Path, options: SynthesisOptions, image: Path | None = None,
-                       *, label_set: str | None = None, image_modality: str | None = None) -> list[str]:
+                       *, label_set: str | None = None, image_modality: str | None = None,
+                       sequence: str | None = None) -> list[str]:
     """``python -m seg2med_core synthesize ... --progress-format json``.
 
     ``label_set`` skips the CLI's guess (the GUI knows it); ``image_modality`` says whether ``image`` is a CT
-    or an MR (the CLI takes the body contour from it, and computes metrics when it has the model's modality).
+    or an MR (the CLI takes the body contour from it, and computes metrics when it has the model's modality);
+    ``sequence`` (MR models only) is the MR sequence of the prior (``--sequence``).
     """
+    return _synthesize([model], str(out), options, seg, image, label_set, image_modality, sequence)
+
+
+def paired_synthesize_command(seg: Path, ct_model: Path, mr_model: Path, out_dir: Path, options: SynthesisOptions,
+                              image: Path | None = None, *, label_set: str | None = None,
+                              image_modality: str | None = None, sequence: str | None = None) -> list[str]:
+    """``python -m seg2med_core synthesize --model CT --model MR --out DIR/ ...``: a synthetic CT and MR from one
+    segmentation (the CLI converts the labels for each model and shares the CT's body contour with the MR).
+    The CLI writes ``DIR/synthetic_ct.nii.gz``, ``DIR/synthetic_mr.nii.gz`` and ``DIR/preview_ct_mr.png``;
+    ``sequence`` is the MR half's sequence."""
+    return _synthesize([ct_model, mr_model], str(out_dir).rstrip("/\\") + os.sep, options, seg, image, label_set,
+                       image_modality, sequence)
+
+
+def _synthesize(models: list[Path], out: str, options: SynthesisOptions, seg: Path, image: Path | None,
+                label_set: str | None, image_modality: str | None, sequence: str | None) -> list[str]:
     options.validate()
     if image_modality is not None and image_modality not in MODALITIES:
         raise ValueError(f"image modality {image_modality!r} is not one of {', '.join(MODALITIES)}")
     cmd = _core("synthesize", "--seg", str(seg))
     if label_set:
         cmd += ["--label-set", label_set]
-    cmd += ["--model", str(model), "--out", str(out), "--steps", str(int(options.steps)), "--sampler", options.sampler,
-            "--device", options.device]
+    for model in models:
+        cmd += ["--model", str(model)]
+    cmd += ["--out", out, "--steps", str(int(options.steps)), "--sampler", options.sampler, "--device", options.device]
     if options.seed is not None:
         cmd += ["--seed", str(int(options.seed))]
+    if sequence:
+        cmd += ["--sequence", sequence]
     if image is not None:
         cmd += ["--image", str(image)]
         if image_modality is not None:

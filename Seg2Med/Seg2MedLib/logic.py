@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import nodes, tables
-from .commands import SynthesisOptions, child_environment, ensure_core_importable, synthesize_command
+from .commands import (SynthesisOptions, child_environment, ensure_core_importable, paired_synthesize_command,
+                       synthesize_command)
 from .estimate import describe_estimate, guess_auto_device, model_image_size, model_timing
 from .process import ProcessRunner, RunEvent
 
@@ -35,6 +36,18 @@ if TYPE_CHECKING:
 
 #: Segmentation node attribute holding the JSON ``CompositeReport`` of a composite phantom.
 COMPOSITE_REPORT_ATTRIBUTE = "Seg2Med.CompositeReport"
+#: Volume node attribute of a synthesis result: the modality it is ("ct" or "mr"); metrics and the round-trip
+#: check follow it, so they stay right after a CT + MR run or when the target combo box changed since.
+MODALITY_ATTRIBUTE = "Seg2Med.Modality"
+
+
+class UnknownSegmentsError(ValueError):
+    """Segments whose names are no class of the label set (``segments``, ``label_set``); a ValueError whose
+    message names them, so every caller shows it as a one-line error."""
+
+    def __init__(self, message: str, segments: Sequence[str], label_set: str) -> None:
+        super().__init__(message)
+        self.segments, self.label_set = list(segments), label_set
 
 
 @dataclass
@@ -48,6 +61,8 @@ class SynthesisJob:
     label_set: str
     n_slices: int
     inputs: dict[str, Path] = field(default_factory=dict)
+    #: a paired CT + MR job: ``{"ct": path, "mr": path, "preview": path}`` (``output`` is the CT then)
+    outputs: dict[str, Path] = field(default_factory=dict)
 
 
 class Seg2MedLogic:
@@ -126,8 +141,9 @@ class Seg2MedLogic:
             elif not segment.GetTag(nodes.LABEL_TAG, vtk.mutable("")):
                 unknown.append(name)
         if unknown and not drop_unknown:
-            raise ValueError(f"segmentation {seg_node.GetName()!r} has segments whose names are no class of label set "
-                             f"'{label_set}': {few(unknown)}; rename them to class names (e.g. 'liver') or drop them")
+            raise UnknownSegmentsError(
+                f"segmentation {seg_node.GetName()!r} has segments whose names are no class of label set "
+                f"'{label_set}': {few(unknown)}; rename them to class names (e.g. 'liver') or drop them", unknown, label_set)
         if unknown:
             extra.update({name: 0 for name in unknown})
             if info is not None:
@@ -269,15 +285,53 @@ class Seg2MedLogic:
     # -- synthesis ---------------------------------------------------------------------------------------
     def prepare_synthesis(self, seg_node: Any, reference: Any | None, model: str | Path, options: SynthesisOptions,
                           image_node: Any | None = None, label_set: str | None = None,
-                          workdir: Path | None = None, image_modality: str | None = None) -> SynthesisJob:
+                          workdir: Path | None = None, image_modality: str | None = None,
+                          sequence: str | None = None, drop_unknown: bool = False,
+                          info: Callable[[str], None] | None = None) -> SynthesisJob:
         """Export the inputs to a work folder and build the CLI command (nothing is started yet).
 
         ``image_node`` (optional) is a real image in the segmentation's space: the CLI takes the body contour
-        from it; ``image_modality`` says whether it is a CT or an MR.
+        from it; ``image_modality`` says whether it is a CT or an MR. ``sequence``: the MR sequence (MR models).
+        ``drop_unknown`` leaves out segments whose names are no class of the label set (reported to ``info``);
+        without it they raise :class:`UnknownSegmentsError`.
         """
+        seg_path, image_path, seg, workdir, inputs = self._export_inputs(seg_node, reference, image_node, label_set,
+                                                                         workdir, drop_unknown, info)
+        output = workdir / "synthetic.nii.gz"
+        command = synthesize_command(seg_path, Path(model), output, options, image=image_path, label_set=seg.label_set,
+                                     image_modality=image_modality if image_path is not None else None,
+                                     sequence=sequence)
+        return SynthesisJob(command=command, env=child_environment(), workdir=workdir, output=output,
+                            label_set=seg.label_set, n_slices=_axial_size(seg.image), inputs=inputs)
+
+    def prepare_paired_synthesis(self, seg_node: Any, reference: Any | None, ct_model: str | Path,
+                                 mr_model: str | Path, options: SynthesisOptions, image_node: Any | None = None,
+                                 label_set: str | None = None, workdir: Path | None = None,
+                                 image_modality: str | None = None, sequence: str | None = None,
+                                 drop_unknown: bool = False,
+                                 info: Callable[[str], None] | None = None) -> SynthesisJob:
+        """Like :meth:`prepare_synthesis` for a synthetic CT *and* MR from the one segmentation (one process:
+        ``synthesize --model CT --model MR``; the CLI converts the labels to each model's label set and the MR
+        shares the CT's body contour). ``job.outputs`` holds ``{"ct": path, "mr": path, "preview": png}``."""
+        from seg2med_core.cli import paired_outputs
+
+        seg_path, image_path, seg, workdir, inputs = self._export_inputs(seg_node, reference, image_node, label_set,
+                                                                         workdir, drop_unknown, info)
+        command = paired_synthesize_command(seg_path, Path(ct_model), Path(mr_model), workdir, options, image=image_path,
+                                            label_set=seg.label_set, sequence=sequence,
+                                            image_modality=image_modality if image_path is not None else None)
+        outputs = paired_outputs(command[command.index("--out") + 1], None)
+        return SynthesisJob(command=command, env=child_environment(), workdir=workdir, output=outputs["ct"],
+                            label_set=seg.label_set, n_slices=_axial_size(seg.image), inputs=inputs,
+                            outputs=dict(outputs))
+
+    def _export_inputs(self, seg_node: Any, reference: Any | None, image_node: Any | None, label_set: str | None,
+                       workdir: Path | None, drop_unknown: bool, info: Callable[[str], None] | None,
+                       ) -> tuple[Path, Path | None, Segmentation, Path, dict[str, Path]]:
+        """Write the segmentation (and the image) into the work folder: (seg path, image path, seg, folder, inputs)."""
         from seg2med_core import io as core_io
 
-        seg = self.segmentation_from_node(seg_node, reference, label_set)
+        seg = self.segmentation_from_node(seg_node, reference, label_set, drop_unknown=drop_unknown, info=info)
         workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="seg2med-"))
         workdir.mkdir(parents=True, exist_ok=True)
         seg_path = Path(core_io.write_segmentation(seg, workdir / "segmentation.nii.gz"))
@@ -286,11 +340,7 @@ class Seg2MedLogic:
         if image_node is not None:
             image_path = Path(core_io.write_image(nodes.volume_node_to_sitk(image_node), workdir / "image.nii.gz"))
             inputs["image"] = image_path
-        output = workdir / "synthetic.nii.gz"
-        command = synthesize_command(seg_path, Path(model), output, options, image=image_path, label_set=seg.label_set,
-                                     image_modality=image_modality if image_path is not None else None)
-        return SynthesisJob(command=command, env=child_environment(), workdir=workdir, output=output,
-                            label_set=seg.label_set, n_slices=_axial_size(seg.image), inputs=inputs)
+        return seg_path, image_path, seg, workdir, inputs
 
     def start(self, job: SynthesisJob, on_event: Callable[[RunEvent], None] | None = None) -> ProcessRunner:
         """Start the job's process; the caller polls the returned runner (QTimer in Slicer)."""
@@ -310,15 +360,32 @@ class Seg2MedLogic:
             note = f" [auto: {reason}]"
         return describe_estimate(n_slices, int(options.steps), device, size, model_timing(model_dir)) + note
 
-    def load_result(self, path: str | Path, name: str, reference: Any | None = None) -> Any:
-        """Load a synthetic volume as a new scalar volume node (checked against the reference geometry)."""
+    def load_result(self, path: str | Path, name: str, reference: Any | None = None,
+                    modality: str | None = None) -> Any:
+        """Load a synthetic volume as a new scalar volume node (checked against the reference geometry);
+        ``modality`` ("ct"/"mr") is stored in the node attribute :data:`MODALITY_ATTRIBUTE`."""
         from seg2med_core import io as core_io
 
         image = core_io.read_image(path)
         if reference is not None:
             core_io.check_same_geometry(image, nodes.volume_node_to_sitk(reference), f"result '{path}'",
                                         f"input volume '{reference.GetName()}'")
-        return nodes.add_volume_node(self.scene, image, name)
+        node = nodes.add_volume_node(self.scene, image, name)
+        if modality is not None:
+            node.SetAttribute(MODALITY_ATTRIBUTE, modality)
+        return node
+
+    @staticmethod
+    def result_modality(node: Any, default: str | None = None) -> str:
+        """The modality of a synthesis result ("ct"/"mr", from :data:`MODALITY_ATTRIBUTE`), else ``default``;
+        ValueError when neither says it (e.g. a volume loaded from a file while the target is CT + MR)."""
+        modality = node.GetAttribute(MODALITY_ATTRIBUTE) if node is not None else None
+        if modality in ("ct", "mr"):
+            return modality
+        if default in ("ct", "mr"):
+            return default
+        raise ValueError(f"volume {node.GetName() if node is not None else None!r} is not a Seg2Med result of known "
+                         "modality: choose the target modality (CT or MR) it has")
 
     def place_in_subject_hierarchy(self, node: Any, reference: Any | None) -> None:
         """Put ``node`` next to ``reference`` in the subject hierarchy (same patient / study folder)."""

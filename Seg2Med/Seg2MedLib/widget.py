@@ -23,6 +23,8 @@ from .commands import SynthesisOptions, child_environment
 from .process import ProcessRunner, RunEvent, RunState
 
 POLL_MS = 200
+#: The target combo box's "CT + MR" (lower case): a synthetic CT and MR from one segmentation in one run.
+PAIR = "ct + mr"
 
 
 class QtRunnerAdapter:
@@ -61,6 +63,7 @@ class Seg2MedController:
         self.handling = False  # a button handler is running (its processEvents() may deliver more clicks)
         self.dependenciesReady = False
         self.entries: list[Any] = []  # seg2med_core.registry.RegistryEntry of the current modality/sequence
+        self.mrEntries: list[Any] = []  # CT + MR: the MR models (of the sequence) offered in mrModelComboBox
         self.organSources: list[tuple[str, list[str]]] = []  # (segmentation node ID, organ names)
         for button, slot in [
             (ui.segmentButton, self.onSegment), (ui.phantomButton, self.onPhantom),
@@ -72,7 +75,7 @@ class Seg2MedController:
         ]:
             button.connect("clicked(bool)", lambda _checked=False, s=slot: self.onClicked(s))
         ui.stepsSpinBox.connect("valueChanged(int)", lambda *_: self.updateEstimate())
-        for combo in (ui.deviceComboBox, ui.modelComboBox, ui.samplerComboBox):
+        for combo in (ui.deviceComboBox, ui.modelComboBox, ui.mrModelComboBox, ui.samplerComboBox):
             combo.connect("currentIndexChanged(int)", lambda *_: self.updateEstimate())
         for combo in (ui.targetModalityComboBox, ui.sequenceComboBox):
             combo.connect("currentIndexChanged(int)", lambda *_: self._guarded(self.refreshModels, wait=False))
@@ -164,34 +167,41 @@ class Seg2MedController:
         self.ui.editSegmentationButton.enabled = has_seg
         self.ui.addOrganSourceButton.enabled = p is not None and p.organSource is not None
         self.ui.composeButton.enabled = has_seg and (bool(self.organSources) or (p is not None and p.organSource is not None))
-        self.ui.convertLabelsButton.enabled = has_seg
-        self.ui.synthesizeButton.enabled = has_seg and not busy and bool(self.entries)
+        pair = self.targetModality() == PAIR
+        self.ui.convertLabelsButton.enabled = has_seg and not pair  # CT + MR converts the labels for each model itself
+        self.ui.synthesizeButton.enabled = has_seg and not busy and bool(self.entries) and (bool(self.mrEntries) or not pair)
         self.ui.cancelButton.enabled = busy
         self.ui.compareButton.enabled = has_result and p.realImage is not None
         self.ui.roundTripButton.enabled = has_result and has_seg and not busy
-        self.ui.sequenceComboBox.enabled = self.targetModality() == "mr"
+        self.ui.sequenceComboBox.enabled = self.targetModality() in ("mr", PAIR)
+        self.ui.mrModelLabel.visible = self.ui.mrModelComboBox.visible = pair
+        self.ui.label_2_3.text = "CT model:" if pair else "Model:"
 
     def targetModality(self) -> str:
+        """"ct", "mr" or :data:`PAIR` ("ct + mr")."""
         return self.ui.targetModalityComboBox.currentText.lower()
 
     def inputModality(self) -> str:
         return self.ui.inputModalityComboBox.currentText.lower()
 
     def sequence(self) -> str | None:
-        return self.ui.sequenceComboBox.currentText if self.targetModality() == "mr" else None
+        """The MR sequence (of the MR target, or of the MR half of CT + MR); None for a CT target."""
+        return self.ui.sequenceComboBox.currentText if self.targetModality() in ("mr", PAIR) else None
 
     def options(self) -> SynthesisOptions:
         p = self.parameterNode()
         return SynthesisOptions(steps=p.steps, sampler=p.sampler, seed=p.seed, device=self.ui.deviceComboBox.currentText)
 
     def refreshModels(self) -> None:
-        """Registry models of the target modality (and, for MR, of the chosen sequence or sequence-agnostic)."""
+        """Registry models of the target modality (and, for MR, of the chosen sequence or sequence-agnostic);
+        for CT + MR the CT models in the model combo box and the MR models in the MR model combo box."""
         from seg2med_core import registry
 
-        modality, sequence = self.targetModality(), self.sequence()
-        available = [e for e in registry.load_registry() if e.modality == modality]
-        self.entries = [e for e in available if sequence is None or e.sequence in (None, sequence)]
-        if not self.entries and sequence is not None:
+        target, sequence = self.targetModality(), self.sequence()
+        every = registry.load_registry()
+        available = [e for e in every if e.modality == "mr"]
+        mr = [e for e in available if sequence is None or e.sequence in (None, sequence)]
+        if not mr and sequence is not None:
             # no model for this sequence (the list's first entry, t1_gre, has none shipped): pick one that has
             sequences = [self.ui.sequenceComboBox.itemText(i) for i in range(self.ui.sequenceComboBox.count)]
             with_model = [q for q in sequences if any(e.sequence == q for e in available)]
@@ -199,18 +209,31 @@ class Seg2MedController:
                 self.log(f"No {sequence} model in the registry: MR sequence set to {with_model[0]}.")
                 self.ui.sequenceComboBox.currentText = with_model[0]  # triggers refreshModels again
                 return
-        self.ui.modelComboBox.clear()
-        for entry in self.entries:
-            self.ui.modelComboBox.addItem(f"{entry.name}{'' if entry.path else ' (download)'}")
+        ct = [e for e in every if e.modality == "ct"]
+        self.entries, self.mrEntries = (mr, []) if target == "mr" else (ct, mr if target == PAIR else [])
+        for combo, entries in ((self.ui.modelComboBox, self.entries), (self.ui.mrModelComboBox, self.mrEntries)):
+            combo.clear()
+            for entry in entries:
+                combo.addItem(f"{entry.name}{'' if entry.path else ' (download)'}")
         self.updateButtons()
         self.updateEstimate()
 
     def selectedEntry(self) -> Any:
+        """The registry entry chosen in the model combo box (the CT model for CT + MR)."""
         index = self.ui.modelComboBox.currentIndex
         if not 0 <= index < len(self.entries):
-            sequence = f" ({self.sequence()})" if self.sequence() else ""
-            raise ValueError(f"no {self.targetModality().upper()}{sequence} model in the registry: add a bundle folder first")
+            modality = "ct" if self.targetModality() == PAIR else self.targetModality()
+            sequence = f" ({self.sequence()})" if self.sequence() and modality == "mr" else ""
+            raise ValueError(f"no {modality.upper()}{sequence} model in the registry: add a bundle folder first")
         return self.entries[index]
+
+    def selectedMrEntry(self) -> Any:
+        """CT + MR: the registry entry chosen in the MR model combo box."""
+        index = self.ui.mrModelComboBox.currentIndex
+        if not 0 <= index < len(self.mrEntries):
+            raise ValueError(f"no MR ({self.sequence()}) model in the registry for CT + MR: add a bundle folder "
+                             "or choose another MR sequence")
+        return self.mrEntries[index]
 
     def updateEstimate(self) -> None:
         p = self.parameterNode()
@@ -221,12 +244,23 @@ class Seg2MedController:
         if n_slices is None:
             self.ui.estimateLabel.text = "unknown (the segmentation has no geometry yet)"
             return
-        index = self.ui.modelComboBox.currentIndex
-        model_dir = self.entries[index].path if 0 <= index < len(self.entries) else None
         try:
-            self.ui.estimateLabel.text = self.logic.estimate(n_slices, self.options(), model_dir=model_dir)
+            self.ui.estimateLabel.text = self.estimateText(n_slices)
         except ValueError as exc:
             self.ui.estimateLabel.text = str(exc)
+
+    def estimateText(self, n_slices: int) -> str:
+        """The estimate of one run; for CT + MR the two halves (they run one after the other)."""
+        def model_dir(combo: Any, entries: list[Any]) -> str | None:
+            index = combo.currentIndex
+            return entries[index].path if 0 <= index < len(entries) else None
+
+        options = self.options()
+        ct = self.logic.estimate(n_slices, options, model_dir=model_dir(self.ui.modelComboBox, self.entries))
+        if self.targetModality() != PAIR:
+            return ct
+        mr = self.logic.estimate(n_slices, options, model_dir=model_dir(self.ui.mrModelComboBox, self.mrEntries))
+        return f"CT {ct}, then MR {mr}"
 
     def runProcess(self, command: list[str], env: dict[str, str], workdir: Path,
                    done: Callable[[ProcessRunner], None],
@@ -442,6 +476,8 @@ class Seg2MedController:
 
     def onConvertLabels(self) -> None:
         p = self.parameterNode()
+        if self.targetModality() == PAIR:
+            raise ValueError("CT + MR converts the labels for each model itself: choose CT or MR to convert them here")
         target = "total" if self.targetModality() == "ct" else "total_mr"
         node, report = self.logic.convert_segmentation_node(p.segmentation, p.inputVolume, target)
         self.log(report.summary())
@@ -458,9 +494,14 @@ class Seg2MedController:
             self.refreshModels()
 
     def onDownload(self) -> None:
+        """Download the selected model (for CT + MR, each of the two that is not a local bundle)."""
+        entries = [self.selectedEntry()] + ([self.selectedMrEntry()] if self.targetModality() == PAIR else [])
+        for entry in entries:
+            self.downloadEntry(entry)
+
+    def downloadEntry(self, entry: Any) -> None:
         from seg2med_core import registry
 
-        entry = self.selectedEntry()
         if entry.path:
             self.log(f"{entry.name} is a local bundle: nothing to download")
             return
@@ -489,25 +530,58 @@ class Seg2MedController:
 
     # -- synthesis and evaluation -------------------------------------------------------------------------
     def onSynthesize(self) -> None:
+        if self.targetModality() == PAIR:
+            self.synthesizePair()
+            return
         p = self.parameterNode()
         entry = self.selectedEntry()
         options = self.options()
         reference = p.inputVolume
+        modality = self.targetModality()
         job = self.logic.prepare_synthesis(p.segmentation, reference, entry.path or entry.name, options,
-                                           image_node=reference, image_modality=self.inputModality())
+                                           image_node=reference, image_modality=self.inputModality(),
+                                           sequence=self.sequence())
         self.log(self.logic.estimate(job.n_slices, options, model_dir=entry.path))
 
         def loaded(_runner: ProcessRunner) -> None:
-            name = f"Synthetic {self.targetModality().upper()} ({entry.name}, seed {options.seed})"
-            node = self.logic.load_result(job.output, name, reference)
+            name = f"Synthetic {modality.upper()} ({entry.name}, seed {options.seed})"
+            node = self.logic.load_result(job.output, name, reference, modality=modality)
             self.logic.place_in_subject_hierarchy(node, reference or p.segmentation)
             p.result = node
             self.showSideBySide(reference, node)
 
         self.runProcess(job.command, job.env, job.workdir, loaded)
 
-    def showSideBySide(self, left: Any | None, right: Any) -> None:
-        """Input (or, for a phantom, the segmentation over the result) left, result right; views linked."""
+    def synthesizePair(self) -> None:
+        """CT + MR: one ``synthesize --model CT --model MR`` process (labels converted for the MR model, one body
+        contour); both volumes are loaded, the CT becomes the Result (metrics, round-trip), the two are shown side by
+        side (CT left, MR right, axial, linked)."""
+        p = self.parameterNode()
+        ct_entry, mr_entry = self.selectedEntry(), self.selectedMrEntry()
+        options, sequence = self.options(), self.sequence()
+        reference = p.inputVolume
+        job = self.logic.prepare_paired_synthesis(p.segmentation, reference, ct_entry.path or ct_entry.name,
+                                                  mr_entry.path or mr_entry.name, options, image_node=reference,
+                                                  image_modality=self.inputModality(), sequence=sequence)
+        self.log(f"CT + MR ({ct_entry.name}, {mr_entry.name}): {self.estimateText(job.n_slices)}")
+
+        def loaded(_runner: ProcessRunner) -> None:
+            results = {}
+            for modality, entry, extra in (("ct", ct_entry, ""), ("mr", mr_entry, f", {sequence}")):
+                name = f"Synthetic {modality.upper()} ({entry.name}{extra}, seed {options.seed})"
+                results[modality] = self.logic.load_result(job.outputs[modality], name, reference, modality=modality)
+                self.logic.place_in_subject_hierarchy(results[modality], reference or p.segmentation)
+            p.result = results["ct"]
+            self.showSideBySide(results["ct"], results["mr"], show_segmentation=reference is None)
+            self.log(f"Synthetic CT and MR loaded ({results['ct'].GetName()}, {results['mr'].GetName()}); metrics and "
+                     "the round-trip check use the volume chosen under Result (the CT; choose the MR there for the MR).")
+
+        self.runProcess(job.command, job.env, job.workdir, loaded)
+
+    def showSideBySide(self, left: Any | None, right: Any, show_segmentation: bool | None = None) -> None:
+        """Input (or, for a phantom, the segmentation over the result) left, result right; views linked.
+        CT + MR: the synthetic CT left and the MR right. ``show_segmentation`` (default: when there is no left
+        volume) shows the segmentation over the views."""
         p = self.parameterNode()
         layout = slicer.app.layoutManager()
         layout.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutSideBySideView)
@@ -520,13 +594,16 @@ class Seg2MedController:
             composite.SetForegroundVolumeID(None)
             composite.SetLinkedControl(True)
             composite.SetHotLinkedControl(True)
-        if left is None and p is not None and p.segmentation is not None:
+        if show_segmentation is None:
+            show_segmentation = left is None
+        if show_segmentation and p is not None and p.segmentation is not None:
             p.segmentation.CreateDefaultDisplayNodes()
         slicer.util.resetSliceViews()
 
     def onCompare(self) -> None:
         p = self.parameterNode()
-        metrics, table, ssim_node = self.logic.compare(p.result, p.realImage, self.targetModality())
+        modality = self.logic.result_modality(p.result, default=self.targetModality())
+        metrics, table, ssim_node = self.logic.compare(p.result, p.realImage, modality)
         ssim_node.CreateDefaultDisplayNodes()
         display = ssim_node.GetDisplayNode()
         display.SetAndObserveColorNodeID("vtkMRMLColorTableNodeRainbow")
@@ -535,7 +612,8 @@ class Seg2MedController:
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
         slicer.util.setSliceViewerLayers(background=p.result, foreground=ssim_node, foregroundOpacity=0.5)
         self.showTable(table)
-        self.log("Metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        self.log("Metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+                 + f" ({modality.upper()}: {p.result.GetName()} vs {p.realImage.GetName()})")
 
     def showTable(self, table: Any) -> None:
         selection = slicer.app.applicationLogic().GetSelectionNode()
@@ -545,6 +623,7 @@ class Seg2MedController:
     def onRoundTrip(self) -> None:
         """Re-segment the synthetic volume with TotalSegmentator and show per-organ Dice, worst first."""
         p = self.parameterNode()
+        modality = self.logic.result_modality(p.result, default=self.targetModality())
         original, reference = p.segmentation, p.inputVolume
         target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.result.GetName()} re-segmented")
 
@@ -556,4 +635,4 @@ class Seg2MedController:
             worst = sorted(dice.items(), key=lambda kv: kv[1])[:5]
             self.log("Round-trip Dice, worst organs: " + ", ".join(f"{k} {v:.2f}" for k, v in worst))
 
-        self.segmentVolume(p.result, self.targetModality(), target, compare)
+        self.segmentVolume(p.result, modality, target, compare)
