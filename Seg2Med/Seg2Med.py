@@ -48,6 +48,7 @@ class Seg2MedParameterNode:
     fast: bool = True
     show3D: bool = False
     keepSkeleton: bool = True
+    dropUnknownSegments: bool = False  # leave out segments whose names are no class of the label set
     phantomSeed: Annotated[int, WithinRange(0, 2**31 - 1)] = 0
     sampler: Annotated[str, Choice(["dpmpp_2m", "ddim", "ddpm"])] = "dpmpp_2m"
     steps: Annotated[int, WithinRange(1, 1000)] = 20

@@ -157,12 +157,14 @@ class Seg2MedLogic:
         return nodes.labelmap_to_segmentation_node(self.scene, seg.image, seg.names, node=node, name=name)
 
     def convert_segmentation_node(self, seg_node: Any, reference: Any | None, to_label_set: str,
-                                  from_label_set: str | None = None) -> tuple[Any, ConversionReport]:
-        """'Convert to CT/MR labels' in one click: a new node relabelled ``total`` ↔ ``total_mr``."""
+                                  from_label_set: str | None = None, drop_unknown: bool = False,
+                                  info: Callable[[str], None] | None = None) -> tuple[Any, ConversionReport]:
+        """'Convert to CT/MR labels' in one click: a new node relabelled ``total`` ↔ ``total_mr``
+        (``drop_unknown``/``info`` as in :meth:`segmentation_from_node`)."""
         from seg2med_core import io as core_io
         from seg2med_core import labels as core_labels
 
-        seg = self.segmentation_from_node(seg_node, reference, from_label_set)
+        seg = self.segmentation_from_node(seg_node, reference, from_label_set, drop_unknown=drop_unknown, info=info)
         if seg.label_set == to_label_set:
             raise ValueError(f"segmentation {seg_node.GetName()!r} already uses label set {to_label_set!r}")
         converted, report = core_labels.convert_labels(seg.array(), seg.label_set, to_label_set)

@@ -7,11 +7,12 @@ imported inside the handlers, so loading the module does not load the core (nor,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,26 @@ class Seg2MedController:
     def sequence(self) -> str | None:
         """The MR sequence (of the MR target, or of the MR half of CT + MR); None for a CT target."""
         return self.ui.sequenceComboBox.currentText if self.targetModality() in ("mr", PAIR) else None
+
+    #: The check box of the parameter ``dropUnknownSegments`` (named in the error it avoids).
+    DROP_UNKNOWN = "Drop segments that are not classes of the label set"
+
+    @contextlib.contextmanager
+    def unknownSegments(self) -> Iterator[dict[str, Any]]:
+        """Around an export of the segmentation: yields the keyword arguments ``drop_unknown`` (the parameter
+        node's ``dropUnknownSegments``) and ``info`` (the log); the error for segments that are no class of the
+        label set then also names the check box that lets the work go on without them."""
+        from .logic import UnknownSegmentsError
+
+        def dropped(text: str) -> None:  # e.g. "segments left out (no class of 'total'): Tumour"
+            self.log(f"Note: {text}")
+            slicer.util.showStatusMessage(f"Seg2Med: {text}", 10000)
+
+        p = self.parameterNode()
+        try:
+            yield {"drop_unknown": bool(p.dropUnknownSegments), "info": dropped}
+        except UnknownSegmentsError as exc:
+            raise ValueError(f"{exc} (tick '{self.DROP_UNKNOWN}' to go on without them)") from None
 
     def options(self) -> SynthesisOptions:
         p = self.parameterNode()
@@ -479,7 +500,8 @@ class Seg2MedController:
         if self.targetModality() == PAIR:
             raise ValueError("CT + MR converts the labels for each model itself: choose CT or MR to convert them here")
         target = "total" if self.targetModality() == "ct" else "total_mr"
-        node, report = self.logic.convert_segmentation_node(p.segmentation, p.inputVolume, target)
+        with self.unknownSegments() as drop:
+            node, report = self.logic.convert_segmentation_node(p.segmentation, p.inputVolume, target, **drop)
         self.log(report.summary())
         self.finishSegmentation(node)
 
@@ -538,9 +560,10 @@ class Seg2MedController:
         options = self.options()
         reference = p.inputVolume
         modality = self.targetModality()
-        job = self.logic.prepare_synthesis(p.segmentation, reference, entry.path or entry.name, options,
-                                           image_node=reference, image_modality=self.inputModality(),
-                                           sequence=self.sequence())
+        with self.unknownSegments() as drop:
+            job = self.logic.prepare_synthesis(p.segmentation, reference, entry.path or entry.name, options,
+                                               image_node=reference, image_modality=self.inputModality(),
+                                               sequence=self.sequence(), **drop)
         self.log(self.logic.estimate(job.n_slices, options, model_dir=entry.path))
 
         def loaded(_runner: ProcessRunner) -> None:
@@ -560,9 +583,10 @@ class Seg2MedController:
         ct_entry, mr_entry = self.selectedEntry(), self.selectedMrEntry()
         options, sequence = self.options(), self.sequence()
         reference = p.inputVolume
-        job = self.logic.prepare_paired_synthesis(p.segmentation, reference, ct_entry.path or ct_entry.name,
-                                                  mr_entry.path or mr_entry.name, options, image_node=reference,
-                                                  image_modality=self.inputModality(), sequence=sequence)
+        with self.unknownSegments() as drop:
+            job = self.logic.prepare_paired_synthesis(p.segmentation, reference, ct_entry.path or ct_entry.name,
+                                                      mr_entry.path or mr_entry.name, options, image_node=reference,
+                                                      image_modality=self.inputModality(), sequence=sequence, **drop)
         self.log(f"CT + MR ({ct_entry.name}, {mr_entry.name}): {self.estimateText(job.n_slices)}")
 
         def loaded(_runner: ProcessRunner) -> None:
