@@ -539,13 +539,17 @@ class Seg2MedController:
             except ValueError as exc:
                 state["error"] = str(exc)
 
+        def show_progress() -> None:
+            done, total = state["progress"]
+            self.ui.progressBar.maximum, self.ui.progressBar.value = max(total, 1), done
+
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         while thread.is_alive():  # keep the GUI responsive; the download runs on the worker thread
-            done, total = state["progress"]
-            self.ui.progressBar.maximum, self.ui.progressBar.value = max(total, 1), done
+            show_progress()
             slicer.app.processEvents()
             thread.join(0.1)
+        show_progress()  # the last bytes (a quick download ends before the first look)
         if state["error"]:
             raise ValueError(state["error"])
         self.log(f"Downloaded and verified {entry.name} → {state['path']}")

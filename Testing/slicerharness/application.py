@@ -111,14 +111,42 @@ class ModuleManager(qt.QObject):
     moduleAboutToBeUnloaded = pyqtSignal(str)
 
 
+class ModuleSelector:
+    """``mainWindow().moduleSelector()`` (what ``slicer.util.selectModule`` calls): like Slicer's, selecting a
+    module exits the entered one and enters the new one (``slicer.modules.<name lower case>``); ``selected``
+    records the names in order. An unknown name raises RuntimeError."""
+
+    def __init__(self, harness: Any) -> None:
+        self.harness = harness
+        self.selected: list[str] = []
+        self.current: Any = None
+
+    def selectModule(self, name: str) -> None:  # noqa: N802
+        module = getattr(self.harness.slicer.modules, name.lower(), None)
+        if module is None or not hasattr(module, "enter"):
+            raise RuntimeError(f"harness: no module {name!r} to select")
+        for other in self.harness.loaded.values():
+            if other is not module and other._panel is not None and other._panel.isEntered:
+                other.exit()
+        if self.current is not None and self.current is not module and self.current not in self.harness.loaded.values():
+            self.current.exit()  # a fake module (e.g. the Segment Editor) selected before
+        self.selected.append(name)
+        self.current = module
+        module.enter()
+
+
 class MainWindow(qt.QMainWindow):
-    def __init__(self) -> None:
+    def __init__(self, harness: Any = None) -> None:
         super().__init__()
         self.objectName = "qSlicerMainWindow"
         self._console = qt.QPlainTextEdit()
+        self._selector = ModuleSelector(harness)
 
     def pythonConsole(self) -> Any:  # noqa: N802
         return self._console
+
+    def moduleSelector(self) -> ModuleSelector:  # noqa: N802
+        return self._selector
 
 
 class SlicerApplication:
@@ -138,7 +166,7 @@ class SlicerApplication:
         self._app_logic.SetMRMLScene(harness.scene)
         self._layout = LayoutManager(harness, self._app_logic)
         self._modules = ModuleManager()
-        self._main = MainWindow()
+        self._main = MainWindow(harness)
 
     def shutdown(self) -> None:
         self._main.deleteLater()

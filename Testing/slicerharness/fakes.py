@@ -1,5 +1,6 @@
 """Fake extensions for the harness: SlicerTotalSegmentator's logic (with the *real* ``process`` signature of a
-given branch, read from its source) and the PyTorch extension's ``PyTorchUtils``.
+given branch, read from its source), the PyTorch extension's ``PyTorchUtils`` and Slicer's Segment Editor
+module (its ``qMRMLSegmentEditorWidget`` setters, recorded).
 
 The fake TotalSegmentator runs like the real one: ``process(...)`` starts a console process with
 ``slicer.util.launchConsoleProcess``, forwards every output line to ``logCallback`` and raises
@@ -154,4 +155,53 @@ def install_fake_pytorch_utils(torch_present: bool = True, install_result: Any =
     module.PyTorchUtilsLogic = PyTorchUtilsLogic
     module.state = state
     sys.modules["PyTorchUtils"] = module
+    return module
+
+
+class FakeSegmentEditorWidget:
+    """The parts of ``qMRMLSegmentEditorWidget`` (``segmentEditorWidget.editor``) a module calls: the setters
+    record the nodes; the getters return them."""
+
+    def __init__(self) -> None:
+        self._segmentation = self._source = None
+        self.calls: list[tuple[str, Any]] = []
+
+    def setSegmentationNode(self, node: Any) -> None:  # noqa: N802
+        self.calls.append(("setSegmentationNode", node))
+        self._segmentation = node
+
+    def setSourceVolumeNode(self, node: Any) -> None:  # noqa: N802  (5.2+; setMasterVolumeNode before)
+        self.calls.append(("setSourceVolumeNode", node))
+        self._source = node
+
+    def segmentationNode(self) -> Any:  # noqa: N802
+        return self._segmentation
+
+    def sourceVolumeNode(self) -> Any:  # noqa: N802
+        return self._source
+
+
+class FakeSegmentEditorModule:
+    """``slicer.modules.segmenteditor``: ``widgetRepresentation().self().editor`` and enter/exit (selectModule)."""
+
+    def __init__(self) -> None:
+        self.editor = FakeSegmentEditorWidget()
+        self.entered = 0
+        self.isEntered = False
+
+    def widgetRepresentation(self) -> Any:  # noqa: N802
+        return types.SimpleNamespace(self=lambda: types.SimpleNamespace(editor=self.editor))
+
+    def enter(self) -> None:
+        self.entered += 1
+        self.isEntered = True
+
+    def exit(self) -> None:
+        self.isEntered = False
+
+
+def install_fake_segment_editor(harness: Any) -> FakeSegmentEditorModule:
+    """``slicer.modules.segmenteditor`` as a fake whose editor records what it is given."""
+    module = FakeSegmentEditorModule()
+    harness.slicer.modules.segmenteditor = module
     return module
