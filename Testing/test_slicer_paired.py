@@ -186,3 +186,61 @@ def test_a_result_of_unknown_modality_is_refused_for_ct_plus_mr(harness) -> None
     ui.targetModalityComboBox.currentText = "CT"  # then it is taken as a CT
     ui.compareButton.click()
     assert "Metrics: " in log_text(ui) and "(CT: loaded from disk vs real)" in log_text(ui)
+
+
+def geometry(img: sitk.Image) -> tuple:
+    return (img.GetSize(), img.GetSpacing(), img.GetOrigin(), img.GetDirection())
+
+
+def test_ct_plus_mr_from_an_input_volume_keeps_its_exact_grid(harness, tiny_bundle, tiny_mr_bundle,
+                                                              synthetic_case) -> None:
+    """A real CT with a permuted, flipped direction as the input: both results have its grid exactly and go
+    next to it in the subject hierarchy; the CT body contour comes from the image (--image, --image-modality)."""
+    slicer = harness.slicer
+    widget, ui = open_seg2med(harness, [tiny_bundle, tiny_mr_bundle])
+    from Seg2MedLib import nodes  # importable once the module is loaded
+    from seg2med_core import io
+
+    p = widget.logic.getParameterNode()
+    ct_image = io.read_image(synthetic_case["ct"])
+    seg = io.read_segmentation(synthetic_case["seg"])
+    volume = nodes.add_volume_node(slicer.mrmlScene, ct_image, "patient CT")
+    p.inputVolume = volume
+    p.segmentation = nodes.labelmap_to_segmentation_node(slicer.mrmlScene, seg.image, seg.names, name="patient seg")
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    study = sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "patient"), "study")
+    sh.SetItemParent(sh.GetItemByDataNode(volume), study)
+    choose_pair(ui)
+    ui.stepsSpinBox.value = 1
+    ui.synthesizeButton.click()
+    assert harness.process_events_until(lambda: not widget.controller.busy(), timeout_s=300)
+    assert p.result is not None and not errors(harness), (log_text(ui), harness.dialogs)
+    command = command_line(ui)
+    assert command[command.index("--image-modality") + 1] == "ct" and "--image" in command
+    results = [n for n in (slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+                           for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")))
+               if n.GetAttribute("Seg2Med.Modality")]
+    assert sorted(n.GetAttribute("Seg2Med.Modality") for n in results) == ["ct", "mr"]
+    for node in results:
+        assert geometry(nodes.volume_node_to_sitk(node)) == geometry(nodes.volume_node_to_sitk(volume))
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+
+
+def test_mr_target_passes_its_sequence_and_marks_the_result(harness, tiny_mr_bundle) -> None:
+    widget, ui = open_seg2med(harness, [tiny_mr_bundle])
+    p = widget.logic.getParameterNode()
+    make_phantom(ui, seed=5, region="abdomen")
+    ui.targetModalityComboBox.currentText = "MR"
+    ui.convertLabelsButton.click()
+    ui.sequenceComboBox.currentText = "t1_gre"
+    assert ui.modelComboBox.currentText == "tiny_mr"
+    ui.stepsSpinBox.value = 1
+    ui.deviceComboBox.currentText = "cpu"
+    ui.synthesizeButton.click()
+    assert harness.process_events_until(lambda: not widget.controller.busy(), timeout_s=300)
+    assert p.result is not None and not errors(harness), (log_text(ui), harness.dialogs)
+    command = command_line(ui)
+    assert command[command.index("--sequence") + 1] == "t1_gre" and command.count("--model") == 1
+    assert p.result.GetAttribute("Seg2Med.Modality") == "mr"
+    ui.targetModalityComboBox.currentText = "CT"  # the result stays an MR for metrics and the round trip
+    assert widget.logic.scene_logic.result_modality(p.result, default="ct") == "mr"
