@@ -13,8 +13,9 @@ import SimpleITK as sitk
 
 pytest.importorskip("slicer")
 from slicer_fixtures import oblique_labels  # noqa: E402
+from slicerharness import fakes  # noqa: E402
 from slicerharness.fixtures import harness, slicer_tag  # noqa: E402,F401
-from test_slicer_gui import errors, log_text, open_seg2med  # noqa: E402
+from test_slicer_gui import add_result_from_labels, errors, log_text, make_phantom, open_seg2med  # noqa: E402
 
 ERROR = ("segmentation 'painted' has segments whose names are no class of label set 'total': Tumour, scar; rename "
          "them to class names (e.g. 'liver') or drop them (tick 'Drop segments that are not classes of the label "
@@ -106,3 +107,50 @@ def test_label_conversion_names_unknown_segments_or_goes_on_without_them(harness
              for i in range(converted.GetSegmentation().GetNumberOfSegments())}
     assert {"liver", "spleen", "kidney_left"} <= names and not names & {"Tumour", "scar"}
     assert "Note: segments left out (no class of 'total'): Tumour, scar" in log_text(ui)
+
+
+def test_compose_names_unknown_segments_or_goes_on_without_them(harness) -> None:
+    widget, ui = open_seg2med(harness)
+    p = widget.logic.getParameterNode()
+    make_phantom(ui, seed=2, region="abdomen")
+    donor = p.segmentation
+    node, _arr = painted_node(harness)
+    p.segmentation = node
+    p.organSource = donor
+    ui.organNamesLineEdit.text = "spleen"
+    ui.composeButton.click()
+    assert errors(harness) == [ERROR] and p.segmentation is node
+    harness.dialogs.clear()
+    ui.dropUnknownCheckBox.checked = True
+    ui.composeButton.click()
+    assert not errors(harness), harness.dialogs
+    assert p.segmentation is not node and "Composite" in p.segmentation.GetName()
+    assert "Note: segments left out (no class of 'total'): Tumour, scar" in log_text(ui)
+
+
+def test_round_trip_names_unknown_segments_before_segmenting(harness, tmp_path) -> None:
+    if fakes.real_process_arguments("main") is None:
+        pytest.skip("SlicerTotalSegmentator main reference not found")
+    logic_class = fakes.install_fake_totalsegmentator(harness, "main", tmp_path / "ts")
+    widget, ui = open_seg2med(harness)
+    p = widget.logic.getParameterNode()
+    make_phantom(ui, seed=3)
+    phantom = p.segmentation
+    p.result = add_result_from_labels(harness, phantom)
+    p.result.SetAttribute("Seg2Med.Modality", "ct")
+    from Seg2MedLib import nodes
+    from seg2med_core.labels import names_for
+
+    labels, names = nodes.segmentation_node_to_labelmap(harness.scene, phantom, p.result)  # before the Tumour
+    logic_class.truth = lambda _volume, _task: (labels, {k: v for k, v in names_for("total").items() if k in names})
+    phantom.GetSegmentation().AddEmptySegment("tumour", "Tumour")  # painted on top of the phantom, no class
+    ui.roundTripButton.click()
+    assert errors(harness) == [ERROR.replace("'painted'", f"'{phantom.GetName()}'").replace("Tumour, scar; rename them",
+                                                                                          "Tumour; rename them")]
+    assert not logic_class.instances or not logic_class.instances[-1].calls  # TotalSegmentator did not run
+    harness.dialogs.clear()
+    ui.dropUnknownCheckBox.checked = True
+    ui.roundTripButton.click()
+    assert not errors(harness), harness.dialogs
+    assert "Note: segments left out (no class of 'total'): Tumour" in log_text(ui)
+    assert "Round-trip Dice, worst organs: " in log_text(ui) and " 1.00" in log_text(ui), log_text(ui)

@@ -150,6 +150,18 @@ class Seg2MedLogic:
                 info(f"segments left out (no class of '{label_set}'): {few(unknown)}")
         return extra
 
+    def check_segment_names(self, seg_node: Any, label_set: str | None = None, drop_unknown: bool = False,
+                            info: Callable[[str], None] | None = None) -> None:
+        """The name check of :meth:`segmentation_from_node` without exporting anything (before a long step such
+        as the round trip's TotalSegmentator run): :class:`UnknownSegmentsError`, or ``info`` with ``drop_unknown``."""
+        from seg2med_core import labels as core_labels
+
+        if seg_node is None:
+            raise ValueError("no segmentation selected")
+        label_set = label_set or self.guess_label_set(seg_node)
+        name_to_id = {v: k for k, v in core_labels.names_for(label_set).items()}
+        self._matched_segment_names(seg_node, label_set, name_to_id, drop_unknown, info)
+
     def segmentation_to_node(self, seg: Segmentation, name: str, node: Any | None = None) -> Any:
         """New (or refilled) segmentation node holding ``seg``'s labels with their class names."""
         if node is not None:
@@ -175,14 +187,16 @@ class Seg2MedLogic:
 
     def build_composite(self, body_node: Any, organ_sources: Sequence[tuple[Any, Sequence[str]]],
                         keep_skeleton: bool = True, reference: Any | None = None,
-                        name: str | None = None) -> tuple[Any, CompositeReport]:
+                        name: str | None = None, drop_unknown: bool = False,
+                        info: Callable[[str], None] | None = None) -> tuple[Any, CompositeReport]:
         """Composite phantom: the body (and skeleton) of ``body_node`` with organs of other patients' nodes.
 
         ``organ_sources`` is ``[(segmentation node, [organ names in that node's label set]), ...]``; each source
         is exported on its own grid and ``seg2med_core.composite.compose`` aligns it to the body. The result is a
         new segmentation node on the body's grid (``reference``'s when given) in the body's label set; the
         ``CompositeReport`` (alignment per source, voxels outside the body or in conflict per organ) is
-        returned and also stored as JSON in the node attribute ``Seg2Med.CompositeReport``.
+        returned and also stored as JSON in the node attribute ``Seg2Med.CompositeReport``. ``drop_unknown`` /
+        ``info``: segments that are no class of the label set, as in :meth:`segmentation_from_node`.
         """
         import json
 
@@ -192,14 +206,15 @@ class Seg2MedLogic:
             raise ValueError("choose the segmentation that gives the body of the composite")
         if not organ_sources:
             raise ValueError("choose at least one organ source for the composite (a segmentation and organ names)")
-        body = self.segmentation_from_node(body_node, reference)
+        body = self.segmentation_from_node(body_node, reference, drop_unknown=drop_unknown, info=info)
         sources, labels = [], []
         for node, organs in organ_sources:
             if node is None:
                 raise ValueError("an organ source of the composite has no segmentation node")
             if not organs:
                 raise ValueError(f"no organ names given for organ source {node.GetName()!r}")
-            sources.append((self.segmentation_from_node(node), [str(o) for o in organs]))
+            sources.append((self.segmentation_from_node(node, drop_unknown=drop_unknown, info=info),
+                            [str(o) for o in organs]))
             labels.append(node.GetName())
         result, report = compose(body, sources, keep_skeleton=keep_skeleton, body_name=body_node.GetName(),
                                  source_names=labels)
@@ -437,13 +452,14 @@ class Seg2MedLogic:
         return metrics, table, ssim_node
 
     def roundtrip_dice(self, original: Any, resegmented: Any, reference: Any | None,
-                       worst_n: int = 5) -> tuple[dict[str, float], Any]:
+                       worst_n: int = 5, drop_unknown: bool = False) -> tuple[dict[str, float], Any]:
         """Per-organ Dice between the input labels and the labels TotalSegmentator finds on the synthetic
-        volume (converted to the input's label set first when they differ)."""
+        volume (converted to the input's label set first when they differ); ``drop_unknown``: segments of
+        ``original`` that are no class are left out (check them first with :meth:`check_segment_names`)."""
         from seg2med_core import labels as core_labels
         from seg2med_core import metrics as core_metrics
 
-        a = self.segmentation_from_node(original, reference)
+        a = self.segmentation_from_node(original, reference, drop_unknown=drop_unknown)
         b = self.segmentation_from_node(resegmented, reference)
         b_arr = b.array()
         if b.label_set != a.label_set:

@@ -490,8 +490,9 @@ class Seg2MedController:
             if node is None:
                 raise ValueError(f"organ source {node_id} was removed from the scene: clear the organ sources")
             sources.append((node, organs))
-        node, report = self.logic.build_composite(p.segmentation, sources, keep_skeleton=p.keepSkeleton,
-                                                  reference=p.inputVolume)
+        with self.unknownSegments() as drop:
+            node, report = self.logic.build_composite(p.segmentation, sources, keep_skeleton=p.keepSkeleton,
+                                                      reference=p.inputVolume, **drop)
         self.log(str(report))
         self.finishSegmentation(node)
 
@@ -653,10 +654,12 @@ class Seg2MedController:
         p = self.parameterNode()
         modality = self.logic.result_modality(p.result, default=self.targetModality())
         original, reference = p.segmentation, p.inputVolume
+        with self.unknownSegments() as drop:  # before TotalSegmentator runs, not after
+            self.logic.check_segment_names(original, **drop)
         target = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.result.GetName()} re-segmented")
 
         def compare(resegmented: Any) -> None:
-            dice, table = self.logic.roundtrip_dice(original, resegmented, reference)
+            dice, table = self.logic.roundtrip_dice(original, resegmented, reference, drop_unknown=drop["drop_unknown"])
             if slicer.app.layoutManager().layout != slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView:
                 slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
             self.showTable(table)
