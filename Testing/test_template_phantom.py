@@ -45,8 +45,20 @@ def test_phantom_is_valid_anatomy(pair, sex: str) -> None:
     assert set(np.unique(arr).tolist()) - {0} <= set(names_for("total"))
     assert {TISSUE_OFFSET + 1, TISSUE_OFFSET + 2, TISSUE_OFFSET + 3} <= set(np.unique(arr).tolist())
     assert (IDS["prostate"] in arr) == (sex == "male")
-    # organ sizes were varied toward targets inside the cited ranges, and reached them within 15 %
-    assert info.target_ml and all(abs(info.volume_ml[n] / t - 1.0) < 0.15 for n, t in info.target_ml.items())
+    # organ sizes were varied toward targets inside the cited ranges, and reached them within 5 %
+    assert info.target_ml and all(abs(info.volume_ml[n] / t - 1.0) < 0.05 for n, t in info.target_ml.items()), info.volume_ml
+    assert 1 <= info.correction_passes <= 5
+
+
+def test_torso_gallbladder_follows_its_target_inside_the_liver_zone() -> None:
+    """Torso seed 12 (bench case: male, 165.3 cm, BMI 31.3, 4 mm): the liver grows by 1.17, the gallbladder sits in
+    its scaling zone. Scaled liver first, the gallbladder's own scaling hit its 0.75 limit and it ended at 71 mL
+    (range 15-60); scaled smallest organ first it reaches its 55.5 mL target."""
+    seg, info = make_template_phantom(12, sex="male", height_cm=165.3, bmi=31.3, region="torso", spacing=(4.0,) * 3,
+                                      return_info=True)
+    assert anatomy.check(seg, "torso", info) == []
+    assert info.organ_scale["gallbladder"] > 0.76 and info.final_corrections == 0
+    assert all(abs(info.volume_ml[n] / t - 1.0) < 0.05 for n, t in info.target_ml.items()), info.volume_ml
 
 
 def test_seed_changes_the_anatomy_and_is_reproducible(pair) -> None:

@@ -19,8 +19,13 @@ the composition is one: the Jacobian determinant is positive everywhere; ``Phant
     forward order (template → phantom): (1) organ scaling: for every organ with a documented adult volume
     range (``phantom.SIZE_RANGES``) that the template holds completely, a radial scaling by ``s`` about
     its centroid, uniform inside the organ's covariance ellipsoid (ρ ≤ 1) and fading with a cosine to
-    identity at ρ = 2 (determinant > 0 for every s > 0.65; s is kept in [0.75, 1.7]); the target volume is drawn inside the range
-    (sex-specific mean) and two passes correct for the neighbours' scalings; (2) a random cubic B-spline
+    identity at ρ = 2 (determinant > 0 for every s > 0.65; s is kept in [0.75, 1.7]); the target volume is drawn inside the
+    middle 80 % of the range (sex-specific mean). The scalings are applied smallest template organ first, so each
+    organ is scaled where the template has it before a larger neighbour's scaling moves it (scaled the other way
+    round, the liver's scaling carried the torso's gallbladder out of its own scaling zone); up to 5 passes on a
+    >= 3 mm grid, with the output's interpolator, correct every scale until all organs are within 3 % of their
+    targets; and a bounded final correction remakes the output (at most twice) when an organ measured on the
+    output grid still lies outside its range (``PhantomInfo.correction_passes``, ``final_corrections``); (2) a random cubic B-spline
     (SimpleITK ``BSplineTransform``, control points every ~80 mm, ~4 mm displacement), halved until its
     determinant is > 0.3 everywhere; (3) abdominal girth (BMI): the anterior abdomen stretched
     antero-posteriorly by up to ``b`` mm (∂T_y/∂y = 1 - b h'/D > 0); (4) female pelvis: widened
@@ -31,8 +36,9 @@ Body habitus and sex after resampling (label edits, not deformations)
     subcutaneous fat thickened (BMI > 25, female) by growing the skin outward, or thinned by removing the
     outer subcutaneous fat (never below 3 mm); female: no prostate (``total`` has no female pelvic organ
     class; the voxels become unlabelled soft tissue), breasts as subcutaneous fat on the chest (thorax,
-    torso). Fragments that the deformation cuts off an organ are given to their surroundings, so every
-    structure has at most as many pieces as in the template.
+    torso). Organ voxels on the skin become subcutaneous fat, and fragments that the deformation cuts off an
+    organ are given to their surroundings, so every structure has at most as many pieces as in the template;
+    the two edits alternate (at most four times) until neither changes anything.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ SIZED_ORGANS: dict[str, str] = {
 _SKELETON_PREFIXES = ("vertebrae_", "rib_", "sacrum", "hip_", "femur_", "sternum", "costal_cartilages", "humerus_",
                       "scapula_", "clavicula_", "skull", "spinal_cord")
 _MAX_ORGAN_SCALE = (0.75, 1.7)
+_CORRECTION_PASSES = 5  # coarse-grid passes (stop early once every organ is within 3 % of its target)
+_FINAL_CORRECTIONS = 2  # remakes of the output when an organ ended outside its cited range
 
 
 def _ids() -> dict[str, int]:
@@ -326,6 +334,8 @@ class PhantomInfo:
     volume_ml: dict[str, float] = field(default_factory=dict)
     jacobian_min: float = float("nan")
     jacobian_max: float = float("nan")
+    correction_passes: int = 0  # coarse-grid passes that brought the organ volumes to their targets
+    final_corrections: int = 0  # remakes of the output because an organ ended outside its cited range
     credits: str = TEMPLATE_CREDITS
 
     def to_dict(self) -> dict:
@@ -493,6 +503,13 @@ def _sample_targets(t: _Template, rng: np.random.Generator, sex: str) -> dict[st
     return targets
 
 
+def _inside_range(name: str, volume_ml: float) -> bool:
+    from ..phantom import SIZE_RANGES
+
+    lo, hi = SIZE_RANGES[SIZED_ORGANS[name]]
+    return lo <= volume_ml <= hi
+
+
 def _check_args(sex: str, height_cm: float, bmi: float, region: str, spacing: tuple) -> tuple[float, float, float]:
     if sex not in SEXES:
         raise Seg2MedError(f"phantom sex must be one of {', '.join(SEXES)}, got '{sex}'")
@@ -564,44 +581,81 @@ def make_template_phantom(
             plan.bspline_field = fld
             break
         sigma *= 0.5
-    # organ scalings toward the sampled target volumes (three correction passes)
+    # organ scalings toward the sampled target volumes. Forward order: smallest template organ first, so
+    # every organ is scaled where the template has it, before a larger neighbour's scaling (the liver's
+    # around the gallbladder) moves it; then correction passes until every organ is within 3 % of its target
     targets = _sample_targets(t, rng, sex)
-    plan.organs = {n: _organ_map(t, ids[n]) for n in targets}
+    v0 = {n: float((t.arr == ids[n]).sum()) * float(np.prod(t.spacing)) / 1000.0 for n in targets}
+    plan.organs = {n: _organ_map(t, ids[n]) for n in sorted(targets, key=lambda n: v0[n])}
     fat_change = (1.0 * (bmi - REFERENCE_BMI) + (3.0 if female else 0.0)) * rng.uniform(0.8, 1.2)
     margin = max(0.0, fat_change) + max(0.0, belly_b) + 12.0 + (40.0 if female and region in ("thorax", "torso") else 0.0)
     ref = _output_grid(t, plan, sp, margin)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    v0 = {n: float((t.arr == ids[n]).sum()) * float(np.prod(t.spacing)) / 1000.0 for n in targets}
     scale = {n: float(np.clip((targets[n] / (v0[n] * w * w * hz)) ** (1 / 3), *_MAX_ORGAN_SCALE)) for n in targets}
-    coarse = ref
-    if targets:
-        # correction passes on a coarse grid (volumes only need ~ percent accuracy)
-        cs = np.maximum(sp, 3.0)
-        coarse = _output_grid(t, plan, cs, margin)
-    arr = None
-    for it in range(4):
+
+    def set_scales() -> None:
         for n, m in plan.organs.items():
             m.beta = 1.0 - 1.0 / scale[n]
-        if not targets or it == 3:
-            break
-        arr_c = _resample(t, coarse, _field_on(coarse, plan), gaussian=False)
-        vml = float(np.prod(coarse.GetSpacing())) / 1000.0
+
+    def correct(volumes: dict[str, float]) -> float:
+        """Update the scales from measured volumes; returns the largest relative miss before the update."""
+        miss = 0.0
         for n in targets:
-            v = float((arr_c == ids[n]).sum()) * vml
+            v = volumes.get(n, 0.0)
             if v > 0:
+                miss = max(miss, abs(v / targets[n] - 1.0))
                 scale[n] = float(np.clip(scale[n] * (targets[n] / v) ** (1 / 3), *_MAX_ORGAN_SCALE))
+        return miss
+
+    passes = 0
+    if targets:
+        # correction passes on a coarse grid (volumes only need ~ percent accuracy), with the same
+        # interpolator as the output (the label-Gaussian one grows small organs by up to ~8 % over nearest neighbour)
+        coarse = _output_grid(t, plan, np.maximum(sp, 3.0), margin)
+        vml = float(np.prod(coarse.GetSpacing())) / 1000.0
+        for passes in range(1, _CORRECTION_PASSES + 1):
+            set_scales()
+            arr_c = _resample(t, coarse, _field_on(coarse, plan), gaussian=smooth)
+            if correct({n: float((arr_c == ids[n]).sum()) * vml for n in targets}) < 0.03:
+                break
+    set_scales()
+
+    def finish(field_img: sitk.Image) -> np.ndarray:
+        arr = _resample(t, ref, field_img, gaussian=smooth)
+        # habitus and sex after resampling
+        if female:
+            arr[arr == ids["prostate"]] = 0
+        arr = _change_subcutaneous_fat(arr, sp, fat_change)
+        if female and region in ("thorax", "torso"):
+            arr = _add_breasts(arr, ref, sp, np.random.default_rng(habitus_seed), bmi)
+        pieces = template_pieces(region)
+        arr = _clean_fragments(_skin_rim(arr), pieces)
+        # a fragment given to an organ may lie on the skin, and taking an organ off the skin may cut a piece off
+        # it: alternate until both hold (a few voxels; the last step is always the piece clean-up)
+        for _ in range(3):
+            rimmed = _skin_rim(arr)
+            if np.array_equal(rimmed, arr):
+                break
+            arr = _clean_fragments(rimmed, pieces)
+        return arr
+
+    habitus_seed = int(rng.integers(2**32))  # the same breasts for every remake below
     field_img = _field_on(ref, plan)
-    arr = _resample(t, ref, field_img, gaussian=smooth)
+    arr = finish(field_img)
+    # bounded final correction: an organ whose volume on the output grid ended outside its cited range (the
+    # coarse passes, the output spacing and the label edits can each move it by a few percent) gets its scale
+    # corrected from the output and the output is made again, at most twice (``PhantomInfo.final_corrections``)
+    final_corrections = 0
+    for _ in range(_FINAL_CORRECTIONS):
+        out_ml = {n: float((arr == ids[n]).sum()) * voxel_ml for n in targets}
+        if all(_inside_range(n, v) for n, v in out_ml.items()):
+            break
+        correct(out_ml)
+        set_scales()
+        final_corrections += 1
+        field_img = _field_on(ref, plan)
+        arr = finish(field_img)
     jac = _jacobian(field_img)
-    # habitus and sex after resampling
-    if female:
-        arr[arr == ids["prostate"]] = 0
-    arr = _change_subcutaneous_fat(arr, sp, fat_change)
-    if female and region in ("thorax", "torso"):
-        arr = _add_breasts(arr, ref, sp, rng, bmi)
-    arr = _skin_rim(arr)
-    arr = _clean_fragments(arr, template_pieces(region))
-    arr[arr == 0] = 0
     img, arr = _crop_to_labels(arr, ref)
     seg = Segmentation(image=img, names=names_for("total"), label_set="total")
     if not return_info:
@@ -612,6 +666,7 @@ def make_template_phantom(
         subcutaneous_fat_change_mm=float(fat_change), organ_scale=scale, target_ml=targets,
         volume_ml={n: float((arr == ids[n]).sum()) * voxel_ml for n in targets},
         jacobian_min=float(jac.min()), jacobian_max=float(jac.max()),
+        correction_passes=passes, final_corrections=final_corrections,
     )
     return seg, info
 
