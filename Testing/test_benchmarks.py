@@ -128,3 +128,37 @@ def test_bench_crash_safety_kills_synthesize_and_checks_the_folder() -> None:
     proc = run_script("bench_crash_safety.py", "--tries", "2", "--size", "48", "--slices", "8", "--steps", "1", timeout=900)
     assert "SIGKILL: tries=2" in proc.stdout and "SIGTERM: tries=2" in proc.stdout
     assert "failed checks: 0" in proc.stdout
+
+
+def test_bench_lopo_reports_raw_anchored_and_prior_from_one_sample(tmp_path: Path, tiny_bundle: Path,
+                                                                    synthetic_case: dict[str, Path]) -> None:
+    """Raw model, the same sample anchored at 1 and 0.5, and the prior, whole volume and T11-L3 slab, per organ."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from seg2med_core import io
+
+    seg = io.read_segmentation(synthetic_case["seg"])
+    labels = sitk.GetArrayFromImage(seg.image)
+    labels[1:4, 16:20, 18:22] = 31  # vertebrae_L1 on slices 1..3: the "overlap"
+    vertebra = sitk.GetImageFromArray(labels)
+    vertebra.CopyInformation(seg.image)
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    io.write_segmentation(io.Segmentation(vertebra, seg.names, "total"), patient / "segmentation.nii.gz")
+    io.write_image(io.read_image(synthetic_case["ct"]), patient / "image.nii.gz")
+    out = tmp_path / "lopo.json"
+    proc = run_script("bench_lopo.py", "--model", str(tiny_bundle), "--patient", str(patient), "--phase", "arterial",
+                      "--steps", "2", "--out", str(out))
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["overlap_slices"] == [1, 4] and result["anchor_strengths"] == [1.0, 0.5]
+    for region in ("whole", "overlap"):
+        assert set(result[region]) == {"model", "anchored_1", "anchored_0.5", "prior"}
+        for entry in result[region].values():
+            assert -1.0 <= entry["ssim"] <= 1.0 and entry["mae"] >= 0
+    liver = result["organs_mean_hu"]["liver"]
+    assert abs(liver["anchored_1"] - liver["prior"]) < abs(liver["model"] - liver["prior"])
+    assert abs(liver["anchored_0.5"] - liver["prior"]) < abs(liver["model"] - liver["prior"])
+    assert result["anchoring"]["anchored_1"]["classes"] == 3  # liver, spleen, vertebra
+    assert set(result["organs_within_40_hu"]) == {"model", "anchored_1", "anchored_0.5", "prior"}
+    assert "within 40 HU of the real (anchored_1)" in proc.stdout

@@ -4,14 +4,18 @@
         --phase arterial --steps 20 --out benchmarks/results/lopo-train-example_ct-on-lidc.json
 
 (the patient folders come from ``benchmarks/lopo_data.py``). One synthesis through the product's pipeline
-(:func:`seg2med_core.pipeline.synthesize`, what ``seg2med synthesize --image ... --metrics`` runs) and the
-prior alone (the same prior the model was conditioned on), both compared with the real image by
+(:func:`seg2med_core.pipeline.synthesize` with ``anchor=0``, what ``seg2med synthesize --image ... --metrics
+--anchor 0`` runs), the same sample class-anchored afterwards at each ``--anchor`` strength
+(:func:`seg2med_core.pipeline.anchor_to_prior`, what ``--anchor S`` applies; no second sampling, so the only
+difference to a ``--anchor S`` run is the HU rounding of the raw sample, < 0.5 HU) and the prior alone (the
+same prior the model was conditioned on), each compared with the real image by
 :func:`seg2med_core.pipeline.compare_to_real` inside the body:
 
 * ``whole``: every slice;
 * ``overlap``: the slices from the lowest to the highest slice holding vertebrae T11–L3, the only anatomy
   the two labelled CT patients share (the issue's targets apply here);
-* per organ (liver, spleen, kidneys, aorta): mean HU of real, synthetic and prior inside the label.
+* per organ (liver, spleen, kidneys, aorta): mean HU of real, synthetic (raw and anchored) and prior inside
+  the label, and which are within 40 HU of the real.
 
 Prints a table and writes the JSON (and ``--volume``: the synthetic CT). Numbers, not assertions.
 """
@@ -32,13 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seg2med_core import io  # noqa: E402
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.labels import names_for  # noqa: E402
-from seg2med_core.pipeline import compare_to_real, synthesize  # noqa: E402
-from seg2med_core.preprocess import normalise_ct  # noqa: E402
+from seg2med_core.pipeline import anchor_to_prior, compare_to_real, synthesize  # noqa: E402
+from seg2med_core.preprocess import denormalise_ct, normalise_ct  # noqa: E402
 from seg2med_core.sampler import SamplerConfig  # noqa: E402
 
 OVERLAP_VERTEBRAE = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3")
 ORGANS = ("liver", "spleen", "kidney_left", "kidney_right", "aorta")
 METRICS = ("ssim", "mae", "psnr", "histcc")
+#: an organ's mean HU counts as followed when it is this close to the real one (issue 14)
+ORGAN_TOLERANCE_HU = 40.0
 
 
 def overlap_slices(labels: np.ndarray, names: dict[int, str]) -> tuple[int, int]:
@@ -51,7 +57,16 @@ def overlap_slices(labels: np.ndarray, names: dict[int, str]) -> tuple[int, int]
 
 
 def pick(metrics: dict) -> dict:
-    return {k: round(float(metrics[k]), 4) for k in METRICS if k in metrics}
+    out = {k: round(float(metrics[k]), 4) for k in METRICS if k in metrics}
+    banding = metrics.get("banding") or {}
+    if "synthetic" in banding:  # largest adjacent-slice jump of the soft-tissue mean (HU), this image / real
+        out["jump_max"] = round(float(banding["synthetic"]["max_jump"]), 2)
+        out["jump_max_real"] = round(float(banding["real"]["max_jump"]), 2)
+    return out
+
+
+def anchor_label(strength: float) -> str:
+    return f"anchored_{strength:g}"
 
 
 def main() -> None:
@@ -62,23 +77,36 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--anchor", type=float, action="append", default=None,
+                    help="anchoring strength applied to the same sample (repeatable; default 1 and 0.5)")
     ap.add_argument("--out", required=True, help="JSON file")
     ap.add_argument("--volume", default=None, help="also write the synthetic CT here")
     args = ap.parse_args()
+    strengths = args.anchor or [1.0, 0.5]
 
     folder = Path(args.patient)
     image = io.read_image(folder / "image.nii.gz")
     seg = io.read_segmentation(folder / "segmentation.nii.gz", label_set="total")
     bundle = load_bundle(args.model)
     t0 = time.perf_counter()
-    result = synthesize(seg, bundle, image=image, phase=args.phase,
+    result = synthesize(seg, bundle, image=image, phase=args.phase, anchor=0.0,
                         sampler=SamplerConfig(kind=args.sampler, steps=args.steps, seed=args.seed),
                         info=lambda line: print(line, flush=True))
     seconds = time.perf_counter() - t0
     synthetic01 = normalise_ct(sitk.GetArrayFromImage(result.image).astype(np.float32))
     prior01 = normalise_ct(sitk.GetArrayFromImage(result.prior).astype(np.float32))
+    assert result.segmentation is not None
+    seg = result.segmentation  # on the image's grid (what the prior was made from)
     labels = sitk.GetArrayFromImage(seg.image)
     names = names_for("total")
+    images01 = {"model": synthetic01}
+    anchoring = {}
+    for strength in strengths:
+        anchored, report = anchor_to_prior(synthetic01, prior01, labels, result.body, strength, names=seg.names,
+                                           unit_scale=2000.0)
+        images01[anchor_label(strength)] = np.where(result.body, anchored, 0.0).astype(np.float32)
+        anchoring[anchor_label(strength)] = report
+    images01["prior"] = prior01
     z0, z1 = overlap_slices(labels, names)
     slab = np.zeros_like(result.body)
     slab[z0:z1] = True
@@ -89,39 +117,40 @@ def main() -> None:
         "phase": args.phase or "native",
         "sampler": f"{args.sampler}, {args.steps} steps, seed {args.seed}",
         "seconds": round(seconds, 1),
+        "anchor_strengths": strengths,
+        "anchoring": anchoring,
         "overlap_slices": [z0, z1],
         "overlap_definition": "array z range spanned by the vertebrae_T11..vertebrae_L3 labels",
     }
     for region, mask in (("whole", result.body), ("overlap", result.body & slab)):
-        out[region] = {
-            "model": pick(compare_to_real(synthetic01, image, mask, "ct")),
-            "prior": pick(compare_to_real(prior01, image, mask, "ct")),
-        }
+        out[region] = {who: pick(compare_to_real(arr, image, mask, "ct")) for who, arr in images01.items()}
     real_hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    synth_hu = sitk.GetArrayFromImage(result.image).astype(np.float32)
-    prior_hu = sitk.GetArrayFromImage(result.prior).astype(np.float32)
+    hu = {who: np.round(denormalise_ct(arr)) for who, arr in images01.items()}
+    hu["prior"] = sitk.GetArrayFromImage(result.prior).astype(np.float32)  # the prior itself, not windowed
     organs = {}
     for organ in ORGANS:
         ids = [i for i, n in names.items() if n == organ]
         mask = np.isin(labels, ids) & result.body
         if mask.any():
-            organs[organ] = {
-                "real": round(float(real_hu[mask].mean()), 1),
-                "model": round(float(synth_hu[mask].mean()), 1),
-                "prior": round(float(prior_hu[mask].mean()), 1),
-                "voxels": int(mask.sum()),
-            }
+            organs[organ] = {"real": round(float(real_hu[mask].mean()), 1)}
+            organs[organ].update({who: round(float(arr[mask].mean()), 1) for who, arr in hu.items()})
+            organs[organ]["voxels"] = int(mask.sum())
     out["organs_mean_hu"] = organs
+    out["organs_within_40_hu"] = {
+        who: [o for o, v in organs.items() if abs(v[who] - v["real"]) <= ORGAN_TOLERANCE_HU] for who in hu
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     io.write_json(args.out, out)
     if args.volume:
         io.write_image(result.image, args.volume)
-    print(f"{'region':8s} {'':6s} " + " ".join(f"{m:>8s}" for m in METRICS))
+    print(f"{'region':8s} {'':12s} " + " ".join(f"{m:>8s}" for m in METRICS))
     for region in ("whole", "overlap"):
-        for who in ("model", "prior"):
-            print(f"{region:8s} {who:6s} " + " ".join(f"{out[region][who].get(m, float('nan')):8.3f}" for m in METRICS))
+        for who in images01:
+            print(f"{region:8s} {who:12s} " + " ".join(f"{out[region][who].get(m, float('nan')):8.3f}" for m in METRICS))
     for organ, v in organs.items():
-        print(f"{organ:14s} real {v['real']:7.1f}  model {v['model']:7.1f}  prior {v['prior']:7.1f} HU")
+        print(f"{organ:14s} real {v['real']:7.1f}  " + "  ".join(f"{who} {v[who]:7.1f}" for who in hu) + " HU")
+    for who, within in out["organs_within_40_hu"].items():
+        print(f"within {ORGAN_TOLERANCE_HU:g} HU of the real ({who}): {', '.join(within) or 'none'}")
     print(json.dumps({"overlap_slices": [z0, z1], "seconds": out["seconds"]}))
 
 
