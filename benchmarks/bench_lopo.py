@@ -113,6 +113,7 @@ def main() -> None:
     out: dict = {
         "model": str(args.model),
         "model_training_data": bundle.metadata.training_data,
+        "model_training": {k: bundle.metadata.metrics.get(k) for k in ("steps", "train_minutes", "stopped_by", "device", "bundle_step")},
         "patient": str(folder),
         "phase": args.phase or "native",
         "sampler": f"{args.sampler}, {args.steps} steps, seed {args.seed}",
