@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seg2med_core import io  # noqa: E402
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.labels import names_for  # noqa: E402
-from seg2med_core.pipeline import anchor_to_prior, compare_to_real, synthesize  # noqa: E402
+from seg2med_core.pipeline import anchor_reference, anchor_to_prior, compare_to_real, synthesize  # noqa: E402
 from seg2med_core.preprocess import denormalise_ct, normalise_ct  # noqa: E402
 from seg2med_core.sampler import SamplerConfig  # noqa: E402
 
@@ -101,8 +101,9 @@ def main() -> None:
     names = names_for("total")
     images01 = {"model": synthetic01}
     anchoring = {}
+    reference01 = anchor_reference(seg, prior01, bundle, result.body)  # what synthesize(anchor=S) anchors to
     for strength in strengths:
-        anchored, report = anchor_to_prior(synthetic01, prior01, labels, result.body, strength, names=seg.names,
+        anchored, report = anchor_to_prior(synthetic01, reference01, labels, result.body, strength, names=seg.names,
                                            unit_scale=2000.0)
         images01[anchor_label(strength)] = np.where(result.body, anchored, 0.0).astype(np.float32)
         anchoring[anchor_label(strength)] = report

@@ -227,6 +227,27 @@ def anchor_to_prior(
     return out, report
 
 
+def _prior_through_grid(grid: SliceGrid, prior_stack: np.ndarray, keep: np.ndarray, body: np.ndarray) -> np.ndarray:
+    """The model-grid prior (the network's conditioning) brought back onto the segmentation grid exactly as the
+    output is: what the prior looks like at the model's resolution, the reference of class anchoring."""
+    stack = np.where(keep[:, None, None], prior_stack, 0.0).astype(np.float32)
+    back = grid.inverse_array(stack, interpolator="linear")
+    return np.where(body, np.clip(back, 0.0, 1.0), 0.0).astype(np.float32)
+
+
+def anchor_reference(seg: Segmentation, prior01: np.ndarray, bundle: Bundle, body: np.ndarray) -> np.ndarray:
+    """The reference :func:`synthesize` anchors to: ``prior01`` (model space, ``seg``'s (z, y, x) grid) through
+    the bundle's slice grid and back, like the output. Comparing the output with this rather than with the
+    prior itself keeps the resampling blur at organ edges (small organs, coarse model grid) out of the shift, so
+    a model that returns its conditioning unchanged is left unchanged."""
+    meta = bundle.metadata
+    grid = SliceGrid.from_image(seg.image, spacing_xy=meta.spacing_xy, size=meta.image_size)
+    prior_stack = np.clip(grid.forward_array(np.asarray(prior01, dtype=np.float32), interpolator="linear"), 0.0, 1.0)
+    body_stack = grid.forward_array(np.asarray(body, dtype=bool), interpolator="nearest").astype(bool)
+    keep = body_stack.reshape(body_stack.shape[0], -1).mean(axis=1) >= MIN_BODY_FRACTION
+    return _prior_through_grid(grid, prior_stack, keep, np.asarray(body, dtype=bool))
+
+
 def synthesize(
     seg: Segmentation,
     bundle: Bundle,
@@ -262,8 +283,9 @@ def synthesize(
     Only slices that contain body are sampled; the rest stay background. ``device`` may be a list of
     devices: the slices are split over them (same result as on one device, see :mod:`seg2med_core.sharding`).
     ``anchor`` (0..1, default ``defaults.DEFAULT_ANCHOR``) is class anchoring after sampling
-    (:func:`anchor_to_prior`: each labelled class's median is moved that far towards the prior's); what it
-    did is in ``result.anchoring`` and, with a real image, under ``metrics["anchoring"]``.
+    (:func:`anchor_to_prior`: each labelled class's median is moved that far towards the prior's, the prior as
+    seen through the model's slice grid, :func:`anchor_reference`); what it did is in ``result.anchoring`` and,
+    with a real image, under ``metrics["anchoring"]``.
     """
     meta = bundle.metadata
     modality = meta.modality
@@ -338,7 +360,8 @@ def synthesize(
 
     out01 = grid.inverse_array(out_stack, interpolator="linear")
     out01 = np.where(body, np.clip(out01, 0.0, 1.0), 0.0).astype(np.float32)
-    out01, anchoring = anchor_to_prior(out01, prior01, sitk.GetArrayViewFromImage(seg.image), body, anchor,
+    reference01 = _prior_through_grid(grid, prior_stack, keep, body) if anchor > 0 else prior01
+    out01, anchoring = anchor_to_prior(out01, reference01, sitk.GetArrayViewFromImage(seg.image), body, anchor,
                                        names=seg.names, unit_scale=2000.0 if modality == "ct" else 1.0)
     anchoring["unit"] = "HU" if modality == "ct" else "model units ([0, 1] prior scale)"
     if info is not None and anchoring["classes"]:

@@ -135,9 +135,14 @@ def _lopo_table(results: list[dict]) -> list[str]:
     return lines
 
 
-def _lopo_section(lopo: list[dict]) -> list[str]:
-    """The card's "Measured: leave-one-patient-out" section and everything after it, from bench_lopo results."""
+def _lopo_section(lopo: list[dict], shipped: dict | None = None) -> list[str]:
+    """The card's "Measured: leave-one-patient-out" section and everything after it, from bench_lopo results
+    (``shipped``: the shipped bundle's ``metadata["metrics"]``, to compare its training length with theirs)."""
     sampler = lopo[0]["sampler"] if lopo else "-"
+    steps = [r["model_training"]["steps"] for r in lopo if r.get("model_training")]
+    compare = (f" The shipped weights had {shipped['steps']} steps ({shipped['train_minutes']} min), the measured "
+               f"leave-one-patient-out models {' and '.join(map(str, steps))}: these numbers describe the recipe at that "
+               "training length, not the shipped weights." if shipped and steps and shipped.get("steps") not in steps else "")
     trained = "; ".join(
         f"{_trained_on(r)}: {r['model_training']['steps']} steps in {r['model_training']['train_minutes']} min "
         f"(stopped by {r['model_training']['stopped_by']})" for r in lopo if r.get("model_training"))
@@ -150,25 +155,28 @@ def _lopo_section(lopo: list[dict]) -> list[str]:
             + "). "
             + (f"`raw` is the sample as the network made it (`--anchor 0`), `anchor S` the same sample class-anchored "
                f"(`--anchor S`, S = {strengths}: each labelled class's median moved S of the way to the prior's), "
-               "`prior` the prior image alone. " if strengths else "")
-            + "The two patients share anatomy only from T11 to L3.", "",
+               "`prior` the prior image alone; at strength 1 the class *medians* equal the prior's, the organ *means* "
+               "below can still differ where the values inside an organ are skewed. " if strengths else "")
+            + "The two patients share anatomy only from T11 to L3." + compare, "",
             f"The command line's default is `--anchor {DEFAULT_ANCHOR:g}` (`seg2med_core/defaults.py`).", "",
             *_lopo_table(lopo), "",
             "## Reproduce", "", "```bash",
             "python benchmarks/lopo_data.py --data ../shared/data --out /tmp/lopo",
             "OMP_NUM_THREADS=1 seg2med train --data /tmp/lopo/all --modality ct --config configs/generalising_ct.json --holdout-fraction 0 --out ship_ct",
-            "# leave-one-patient-out: --data /tmp/lopo/train_example_ct (or train_lidc-idri-0001) --out RUN, then",
+            "# leave-one-patient-out: the same with --data /tmp/lopo/train_example_ct (or train_lidc-idri-0001)"
+            + (f" --max-minutes {lopo[0]['model_training']['train_minutes']:.0f}" if lopo and lopo[0].get("model_training") else "")
+            + " --out RUN, then",
             "python benchmarks/bench_lopo.py --model RUN/bundle --patient /tmp/lopo/all/lidc-idri-0001 --phase arterial --steps 10 --out lopo.json",
             "```", "", "GPU (paper-size network, all data, within 15 min on one H100/H200): `scripts/train_gpu.sh`.", ""]
 
 
-def refresh_ct_card(card: str, lopo: list[dict]) -> str:
+def refresh_ct_card(card: str, lopo: list[dict], shipped: dict | None = None) -> str:
     """``card`` with its "Measured" section onwards rebuilt from ``lopo`` (the training sections, which describe
     the shipped weights, are kept as they are): for new measurements without retraining the shipped model."""
     marker = "## Measured: leave-one-patient-out"
     if marker not in card:
         raise SystemExit(f"ship_models: the card has no '{marker}' section")
-    return card[: card.index(marker)] + "\n".join(_lopo_section(lopo))
+    return card[: card.index(marker)] + "\n".join(_lopo_section(lopo, shipped))
 
 
 def ct_card(run: Path, lopo: list[dict]) -> str:
@@ -178,7 +186,7 @@ def ct_card(run: Path, lopo: list[dict]) -> str:
              "the prior (the tissue table / `--phase` preset sets the contrast), not to remember a patient; with the short CPU "
              "training it does so only partly (numbers below).", "",
              *train,
-             *_lopo_section(lopo)]
+             *_lopo_section(lopo, read_json(run / "bundle" / "metadata.json", "metadata").get("metrics"))]
     return "\n".join(lines)
 
 
@@ -224,7 +232,9 @@ def main() -> None:
     if args.refresh_ct_card:
         lopo = [read_json(p, "lopo result") for p in args.lopo]
         card = args.refresh_ct_card.read_text(encoding="utf-8")
-        args.refresh_ct_card.write_text(refresh_ct_card(card, lopo), encoding="utf-8")
+        meta = args.refresh_ct_card.parent / "metadata.json"  # the bundle the card belongs to
+        shipped = read_json(meta, "metadata").get("metrics") if meta.is_file() else None
+        args.refresh_ct_card.write_text(refresh_ct_card(card, lopo, shipped), encoding="utf-8")
         print(f"wrote {args.refresh_ct_card}")
         return
     jobs = []
