@@ -29,7 +29,7 @@ DEMO_REGIONS = ("abdomen", "pelvis", "abdomen-pelvis", "thorax", "torso")
 PHANTOM_KINDS = ("template", "procedural")
 #: Soft-tissue window (W400/L40) for the CT panels.
 CT_WINDOW = (-160.0, 240.0)
-DISCLAIMER = "Demonstration models trained on one public case; images are not for clinical use."
+DISCLAIMER = "Demonstration models trained on two public CT patients and one public MR; images are not for clinical use."
 
 
 def add_subcommands(subparsers: Any) -> None:
