@@ -182,3 +182,19 @@ def test_estimate_uses_the_bundles_own_timing(tmp_path: Path) -> None:
     # a device the bundle was not timed on falls back to the paper-network constants
     assert estimate.estimate_seconds(40, 20, "cuda", 128, timing) == estimate.estimate_seconds(40, 20, "cuda", 128)
     assert estimate.model_timing(tmp_path / "missing") == {}
+
+
+def test_shipped_demo_models_carry_their_measured_cpu_timing() -> None:
+    """The Slicer estimate for the shipped models uses their own measured CPU figure (model card: bench_demo_slice_step.py),
+    not the paper network's constant, which overestimated a demo phantom as more than an hour."""
+    from Seg2MedLib import estimate
+
+    from seg2med_core.registry import shipped_data_dir
+
+    for name in ("demo_ct", "demo_mr"):
+        bundle = shipped_data_dir() / "models" / name
+        if not bundle.is_dir():
+            pytest.skip("shipped demo models not installed")
+        timing = estimate.model_timing(bundle)
+        assert 0 < timing.get("cpu", 0) < estimate.seconds_per_slice_step("cpu", estimate.model_image_size(bundle))
+        assert "measured for this model" in estimate.describe_estimate(73, 20, "cpu", estimate.model_image_size(bundle), timing)
