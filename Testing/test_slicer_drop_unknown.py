@@ -15,7 +15,7 @@ pytest.importorskip("slicer")
 from slicer_fixtures import oblique_labels  # noqa: E402
 from slicerharness import fakes  # noqa: E402
 from slicerharness.fixtures import harness, slicer_tag  # noqa: E402,F401
-from test_slicer_gui import add_result_from_labels, errors, log_text, make_phantom, open_seg2med  # noqa: E402
+from test_slicer_gui import add_result_from_labels, errors, fake_totalsegmentator, log_text, make_phantom, open_seg2med  # noqa: E402
 
 ERROR = ("segmentation 'painted' has segments whose names are no class of label set 'total': Tumour, scar; rename "
          "them to class names (e.g. 'liver') or drop them (tick 'Drop segments that are not classes of the label "
@@ -129,9 +129,7 @@ def test_compose_names_unknown_segments_or_goes_on_without_them(harness) -> None
 
 
 def test_round_trip_names_unknown_segments_before_segmenting(harness, tmp_path) -> None:
-    if fakes.real_process_arguments("main") is None:
-        pytest.skip("SlicerTotalSegmentator main reference not found")
-    logic_class = fakes.install_fake_totalsegmentator(harness, "main", tmp_path / "ts")
+    logic_class = fake_totalsegmentator(harness, "main", tmp_path / "ts")
     widget, ui = open_seg2med(harness)
     p = widget.logic.getParameterNode()
     make_phantom(ui, seed=3)

@@ -127,6 +127,14 @@ def test_phantom_compose_synthesize_compare(harness, tiny_bundle) -> None:
     assert not errors(harness), harness.dialogs
 
 
+def fake_totalsegmentator(harness, branch: str, folder):  # noqa: ANN001, ANN201
+    """The fake SlicerTotalSegmentator of ``branch`` (its real ``process`` signature) installed in the harness;
+    the test is skipped when that branch's reference copy is absent."""
+    if fakes.real_process_arguments(branch) is None:
+        pytest.skip(f"SlicerTotalSegmentator {branch} reference not found under {fakes.REFERENCE}")
+    return fakes.install_fake_totalsegmentator(harness, branch, folder)
+
+
 def add_result_from_labels(harness, seg_node, name="synthetic"):  # noqa: ANN001, ANN201
     """A volume on the segmentation's grid standing in for a synthesis result (intensity = label id)."""
     from Seg2MedLib import nodes
@@ -152,9 +160,7 @@ def truth_from(harness, seg_node):  # noqa: ANN001, ANN201
 
 @pytest.mark.parametrize("branch", ["5.8", "main"])
 def test_roundtrip_with_the_totalsegmentator_extension(harness, tmp_path, branch) -> None:
-    if fakes.real_process_arguments(branch) is None:
-        pytest.skip(f"SlicerTotalSegmentator {branch} reference not found under {fakes.REFERENCE}")
-    logic_class = fakes.install_fake_totalsegmentator(harness, branch, tmp_path / "ts")
+    logic_class = fake_totalsegmentator(harness, branch, tmp_path / "ts")
     widget, ui = open_seg2med(harness)
     p = widget.logic.getParameterNode()
     make_phantom(ui, seed=3)
@@ -175,9 +181,7 @@ def test_roundtrip_with_the_totalsegmentator_extension(harness, tmp_path, branch
 
 
 def test_mr_segmentation_goes_on_without_the_tissue_licence(harness, tmp_path) -> None:
-    if fakes.real_process_arguments("main") is None:
-        pytest.skip("SlicerTotalSegmentator main reference not found")
-    logic_class = fakes.install_fake_totalsegmentator(harness, "main", tmp_path / "ts")
+    logic_class = fake_totalsegmentator(harness, "main", tmp_path / "ts")
     logic_class.unlicensed_tasks = {"tissue_types_mr"}
     widget, ui = open_seg2med(harness)
     p = widget.logic.getParameterNode()
@@ -196,9 +200,7 @@ def test_mr_segmentation_goes_on_without_the_tissue_licence(harness, tmp_path) -
 
 
 def test_cancel_stops_the_totalsegmentator_extension(harness, tmp_path) -> None:
-    if fakes.real_process_arguments("main") is None:
-        pytest.skip("SlicerTotalSegmentator main reference not found")
-    logic_class = fakes.install_fake_totalsegmentator(harness, "main", tmp_path / "ts")
+    logic_class = fake_totalsegmentator(harness, "main", tmp_path / "ts")
     logic_class.seconds = 60.0
     widget, ui = open_seg2med(harness)
     p = widget.logic.getParameterNode()

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 pytest.importorskip("slicer")
 from slicerharness import fakes  # noqa: E402
 from slicerharness.fixtures import harness, slicer_tag  # noqa: E402,F401
-from test_slicer_gui import add_result_from_labels, alive, errors, log_text, make_phantom, open_seg2med, truth_from  # noqa: E402
+from test_slicer_gui import add_result_from_labels, alive, errors, fake_totalsegmentator, log_text, make_phantom, open_seg2med, truth_from  # noqa: E402
 
 
 def choose_pair(ui) -> None:  # noqa: ANN001
@@ -151,9 +151,7 @@ def test_ct_plus_mr_needs_an_mr_model(harness, tiny_bundle, monkeypatch) -> None
 
 @pytest.mark.parametrize("modality, task", [("ct", "total"), ("mr", "total_mr")])
 def test_round_trip_after_ct_plus_mr_follows_the_result(harness, tmp_path, modality, task) -> None:
-    if fakes.real_process_arguments("main") is None:
-        pytest.skip("SlicerTotalSegmentator main reference not found")
-    logic_class = fakes.install_fake_totalsegmentator(harness, "main", tmp_path / "ts")
+    logic_class = fake_totalsegmentator(harness, "main", tmp_path / "ts")
     widget, ui = open_seg2med(harness)
     p = widget.logic.getParameterNode()
     make_phantom(ui, seed=3)
