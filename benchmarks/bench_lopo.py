@@ -37,7 +37,7 @@ from seg2med_core import io  # noqa: E402
 from seg2med_core.bundle import load_bundle  # noqa: E402
 from seg2med_core.labels import names_for  # noqa: E402
 from seg2med_core.pipeline import anchor_reference, anchor_to_prior, compare_to_real, synthesize  # noqa: E402
-from seg2med_core.preprocess import denormalise_ct, normalise_ct  # noqa: E402
+from seg2med_core.preprocess import CT_WINDOW_WIDTH, denormalise_ct, normalise_ct  # noqa: E402
 from seg2med_core.sampler import SamplerConfig  # noqa: E402
 
 OVERLAP_VERTEBRAE = ("vertebrae_T11", "vertebrae_T12", "vertebrae_L1", "vertebrae_L2", "vertebrae_L3")
@@ -104,7 +104,7 @@ def main() -> None:
     reference01 = anchor_reference(seg, prior01, bundle, result.body)  # what synthesize(anchor=S) anchors to
     for strength in strengths:
         anchored, report = anchor_to_prior(synthetic01, reference01, labels, result.body, strength, names=seg.names,
-                                           unit_scale=2000.0)
+                                           unit_scale=CT_WINDOW_WIDTH)
         images01[anchor_label(strength)] = np.where(result.body, anchored, 0.0).astype(np.float32)
         anchoring[anchor_label(strength)] = report
     images01["prior"] = prior01

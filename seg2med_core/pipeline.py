@@ -27,6 +27,7 @@ from seg2med_core.io import Segmentation, check_same_geometry
 from seg2med_core.mrsignal import Sequence as MRSequence
 from seg2med_core.network import conditioning, neighbour_stack
 from seg2med_core.preprocess import (  # noqa: F401  (check_not_constant: re-exported)
+    CT_WINDOW_WIDTH,
     SliceGrid,
     check_not_constant,
     body_mask_from_image,
@@ -362,7 +363,7 @@ def synthesize(
     out01 = np.where(body, np.clip(out01, 0.0, 1.0), 0.0).astype(np.float32)
     reference01 = _prior_through_grid(grid, prior_stack, keep, body) if anchor > 0 else prior01
     out01, anchoring = anchor_to_prior(out01, reference01, sitk.GetArrayViewFromImage(seg.image), body, anchor,
-                                       names=seg.names, unit_scale=2000.0 if modality == "ct" else 1.0)
+                                       names=seg.names, unit_scale=CT_WINDOW_WIDTH if modality == "ct" else 1.0)
     anchoring["unit"] = "HU" if modality == "ct" else "model units ([0, 1] prior scale)"
     if info is not None and anchoring["classes"]:
         info(
@@ -403,7 +404,7 @@ def compare_to_real(synthetic01: np.ndarray, real: sitk.Image, body: np.ndarray,
     real01 = normalise_image(real, modality)
     if modality == "ct":
         synthetic, reference = denormalise_ct(synthetic01), denormalise_ct(real01)
-        result = image_metrics(synthetic, reference, body, "ct", 2000.0)
+        result = image_metrics(synthetic, reference, body, "ct", CT_WINDOW_WIDTH)
     else:
         synthetic, reference = synthetic01, real01
         result = image_metrics(synthetic, reference, body, "mr", 1.0)
